@@ -1,0 +1,3 @@
+"""flowbot: alerts on Adobe Experience Platform dataflow runs."""
+
+__version__ = "0.1.0"
