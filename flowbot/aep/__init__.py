@@ -1,0 +1,1 @@
+"""The Flow Service boundary: the only code that imports requests."""
