@@ -1,0 +1,209 @@
+"""Adobe IMS access tokens: a ready token, or OAuth server-to-server client credentials.
+
+Tokens live about 24 hours and come with no refresh token, so the provider asks IMS for
+a new one a little before the old one expires, and once more when the Flow Service says
+401 (`invalidate()`). Errors name the IMS URL, never the client secret or a token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from flowbot.errors import ConfigError, FlowAPIError
+from flowbot.settings import Secret, Settings, redact
+
+if TYPE_CHECKING:
+    from flowbot.aep.client import FlowClient
+
+log = logging.getLogger("flowbot.aep")
+
+MAX_MARGIN = timedelta(minutes=5)
+DEFAULT_LIFETIME = timedelta(hours=24)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TokenProvider:
+    """Gives the bearer token for Platform requests.
+
+    Either `static_token` (used as it is, never refreshed) or client credentials that
+    are POSTed as a form to `ims_url`. The token is cached until `margin` before it
+    expires (by default a tenth of its lifetime, at most five minutes); `refreshes`
+    counts the tokens fetched from IMS.
+    """
+
+    def __init__(
+        self,
+        *,
+        static_token: str | Secret | None = None,
+        ims_url: str = "",
+        client_id: str = "",
+        client_secret: str | Secret = "",
+        scopes: str = "",
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+        now: Callable[[], datetime] = utc_now,
+        margin: timedelta | None = None,
+    ) -> None:
+        self._static = _reveal(static_token)
+        self._secret = _reveal(client_secret)
+        if not self._static and not (ims_url and client_id and self._secret):
+            raise ConfigError(
+                "no Adobe credentials: set ADOBE_ACCESS_TOKEN, or ADOBE_CLIENT_ID, "
+                "ADOBE_CLIENT_SECRET and ADOBE_ORG_ID"
+            )
+        self.ims_url = ims_url
+        self.client_id = client_id
+        self.scopes = scopes
+        self.timeout = timeout
+        self.refreshes = 0
+        self._session = session or requests.Session()
+        self._owns_session = session is None
+        self._now = now
+        self._margin = margin
+        self._token = ""
+        self._refresh_at: datetime | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def can_refresh(self) -> bool:
+        """True for client credentials: a new token can be asked for after a 401."""
+        return not self._static
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in logs or errors (for redaction)."""
+        return [s for s in (self._static, self._secret, self._token) if s]
+
+    def token(self) -> str:
+        """The current access token, fetched from IMS when there is none or it is
+        about to expire. Raises FlowAPIError (retryable for 5xx, 429 and network
+        errors) naming the IMS URL."""
+        if self._static:
+            return self._static
+        with self._lock:
+            if not self._token or self._refresh_at is None or self._now() >= self._refresh_at:
+                self._fetch()
+            return self._token
+
+    def invalidate(self) -> None:
+        """Forget the cached token, so the next `token()` asks IMS again (after a 401)."""
+        with self._lock:
+            self._token = ""
+            self._refresh_at = None
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def _fetch(self) -> None:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.client_id,
+            "client_secret": self._secret,
+            "scope": self.scopes,
+        }
+        try:
+            response = self._session.post(self.ims_url, data=form, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise FlowAPIError(
+                f"IMS token request to {self.ims_url} failed: {type(exc).__name__}",
+                retryable=True,
+            ) from None
+        if response.status_code != 200:
+            detail = redact(_ims_error(response), self.secrets())
+            raise FlowAPIError(
+                f"IMS token request to {self.ims_url} answered {response.status_code}: {detail}",
+                status=response.status_code,
+                retryable=response.status_code == 429 or response.status_code >= 500,
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise FlowAPIError(f"IMS token response from {self.ims_url} has no access_token")
+        lifetime = _lifetime(body.get("expires_in") if isinstance(body, dict) else None)
+        margin = self._margin if self._margin is not None else min(MAX_MARGIN, lifetime / 10)
+        self._token = token
+        self._refresh_at = self._now() + lifetime - margin
+        self.refreshes += 1
+        log.info("fetched an IMS access token (valid %s)", lifetime)
+
+
+def _reveal(value: str | Secret | None) -> str:
+    if isinstance(value, Secret):
+        return value.get()
+    return value or ""
+
+
+def _lifetime(expires_in: Any) -> timedelta:
+    """IMS v3 says seconds; the old JWT exchange said milliseconds (86399992)."""
+    if isinstance(expires_in, str) and expires_in.strip().isdigit():
+        expires_in = int(expires_in)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+        return DEFAULT_LIFETIME
+    seconds = expires_in / 1000 if expires_in > 10 * 86400 else expires_in
+    return timedelta(seconds=seconds)
+
+
+def _ims_error(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason or "no details"
+    if not isinstance(body, dict):
+        return response.reason or "no details"
+    parts = [str(body[k]) for k in ("error", "error_description", "message") if body.get(k)]
+    return (": ".join(parts) or response.reason or "no details")[:300]
+
+
+def tokens_from_settings(settings: Settings, **kw: Any) -> TokenProvider:
+    """A TokenProvider for the environment: ADOBE_ACCESS_TOKEN when set, otherwise the
+    OAuth client credentials. Raises ConfigError when neither is complete."""
+    if settings.access_token:
+        return TokenProvider(static_token=settings.access_token, **kw)
+    if not (settings.client_id and settings.client_secret and settings.org_id):
+        raise ConfigError(
+            "no Adobe credentials: set ADOBE_ACCESS_TOKEN, or ADOBE_CLIENT_ID, "
+            "ADOBE_CLIENT_SECRET and ADOBE_ORG_ID"
+        )
+    return TokenProvider(
+        ims_url=settings.ims_url,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret,
+        scopes=settings.scopes,
+        **kw,
+    )
+
+
+def client_from_settings(settings: Settings, sandbox: str, **kw: Any) -> FlowClient:
+    """A FlowClient for `sandbox`, configured from the environment. Keyword arguments go
+    to FlowClient (timeout, max_attempts, deadline, sleep, clock, ...); `now` goes to the
+    TokenProvider. Raises ConfigError when credentials are missing."""
+    from flowbot.aep.client import FlowClient
+
+    given = kw.pop("session", None)
+    session = given or requests.Session()
+    token_kw = {"now": kw.pop("now")} if "now" in kw else {}
+    tokens = tokens_from_settings(
+        settings, session=session, timeout=kw.get("timeout", 30.0), **token_kw
+    )
+    return FlowClient(
+        settings.api_url,
+        tokens,
+        settings.client_id,
+        settings.org_id,
+        sandbox,
+        session=session,
+        owns_session=given is None,
+        **kw,
+    )
