@@ -1,0 +1,102 @@
+"""Channels that deliver rendered messages: a `Notifier` per channel, built by kind.
+
+Each kind lives in its own module and is the only importer of its library (slack.py:
+slack_sdk, email.py: smtplib). `send` returns a reference to what it posted, which
+the caller stores and hands back as `thread` for the alert's later messages, and
+raises NotifyError: `permanent` errors are not retried, others may be (after
+`retry_after` seconds when the channel said so).
+
+Adding a kind: write `notifiers/<kind>.py` with a class that has `send`, add it to
+`build_notifier` below, add its templates and its case to the notifier tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import IO, Any, Protocol
+
+from flowbot.models import Message
+from flowbot.settings import Settings
+
+KINDS = ("slack", "webhook", "email", "file", "terminal")
+
+
+class Notifier(Protocol):
+    def send(self, message: Message, thread: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """Deliver `message`. `thread` is the reference returned when this alert's first
+        message was sent on this channel (None: this is the first). Returns the
+        reference of what was posted (Slack {"channel", "ts"}, email {"message_id"}),
+        or None when the channel has no threads. Raises NotifyError."""
+        ...
+
+
+class ChannelLike(Protocol):
+    """What build_notifiers needs of a rules.yaml channel (flowbot.rules.Channel)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def target(self) -> Any: ...  # str, or a tuple of str (email addresses)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_notifier(
+    channel: ChannelLike,
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = utc_now,
+    stdout: IO[str] | None = None,
+) -> Notifier:
+    """The notifier of one channel. Never fails for missing credentials: such a
+    notifier raises a permanent NotifyError when it is used, so other channels work."""
+    kind = channel.kind
+    if kind in ("slack", "webhook"):
+        from flowbot.notifiers.slack import SlackNotifier, WebhookNotifier
+
+        if kind == "slack":
+            return SlackNotifier(
+                channel.name, str(channel.target), settings, clock=clock, sleep=sleep
+            )
+        return WebhookNotifier(channel.name, str(channel.target), clock=clock, sleep=sleep)
+    if kind == "email":
+        from flowbot.notifiers.email import EmailNotifier
+
+        target = channel.target
+        recipients = (target,) if isinstance(target, str) else tuple(target)
+        return EmailNotifier(channel.name, recipients, settings, now=now)
+    if kind == "file":
+        from flowbot.notifiers.file import FileNotifier
+
+        return FileNotifier(channel.name, str(channel.target), now=now)
+    if kind == "terminal":
+        from flowbot.notifiers.terminal import TerminalNotifier
+
+        return TerminalNotifier(channel.name, stdout)
+    raise ValueError(f"channel {channel.name!r}: unknown kind {kind!r}")
+
+
+def build_notifiers(
+    channels: Mapping[str, ChannelLike],
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = utc_now,
+    stdout: IO[str] | None = None,
+) -> dict[str, Notifier]:
+    """A notifier for every channel, by channel name. `clock`/`sleep` pace Slack (about
+    one message a second per channel), `now` stamps file records and email dates,
+    `stdout` is where terminal channels print (default: sys.stdout at send time)."""
+    return {
+        name: build_notifier(channel, settings, clock=clock, sleep=sleep, now=now, stdout=stdout)
+        for name, channel in channels.items()
+    }

@@ -1,0 +1,138 @@
+"""A sample alert for `flowbot notify test`, `notify preview` and template checks.
+
+The run is sample 01 of the shared Flow Service samples
+(`01-sources-run-success-with-row-errors.json`: a sources run that succeeded with 1 of
+100 records failed, a CONNECTOR error at run level and INGEST/MAPPER errors in the
+promotion activity, with its failedRecords, sampleErrors and fileInfo links), written
+out as models so that it needs no file and no parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from flowbot.models import Activity, Finding, Flow, Link, Notice, Run, RunError, Schedule
+
+EXPORT = "https://platform.adobe.io/data/foundation/export/batches/01EF01X41KJD82Y9ZX6ET54PCZ"
+FLOW_ID = "c9cef9cb-c934-4467-8ef9-cbc934546741"
+
+
+def _ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+def sample_flow(name: str = "crm-daily-import", flow_id: str = FLOW_ID) -> Flow:
+    """The flow of sample 01 (the sample has no flow payload: the name is made up)."""
+    return Flow(
+        id=flow_id,
+        name=name,
+        state="enabled",
+        sandbox="prod",
+        schedule=Schedule("hour", 1),
+    )
+
+
+def sample_run() -> Run:
+    """Run 9830305a-… of sample 01, as `flowbot.aep.parse.parse_run` reads it."""
+    promotion_errors = (
+        RunError(
+            "CONNECTOR-2001-500", "Error occurred at promotion activity.", None, "promotionActivity"
+        ),
+        RunError(
+            "INGEST-1212-400",
+            "Encountered 1 errors in the data. Successfully ingested 99 rows. Review the "
+            "associated diagnostic files for additional details.",
+            None,
+            "promotionActivity",
+        ),
+        RunError("MAPPER-3700-400", "Mapper Transform Error", 1, "promotionActivity"),
+    )
+    links = (
+        Link("failedRecords", f"{EXPORT}/meta?path=row_errors", "promotionActivity"),
+        Link("sampleErrors", f"{EXPORT}/meta?path=row_error_samples.json", "promotionActivity"),
+        Link("fileInfo", f"{EXPORT}/meta?path=input_files", "promotionActivity"),
+    )
+    return Run(
+        id="9830305a-985f-47d0-b030-5a985fd7d004",
+        flow_id=FLOW_ID,
+        status="success",
+        started_at=_ms(1596656058198),
+        completed_at=_ms(1596656113306),
+        created_at=_ms(1596656079576),
+        updated_at=_ms(1596656113526),
+        input_records=100,
+        output_records=99,
+        failed_records=1,
+        errors=(RunError("CONNECTOR-2001-500", "Error occurred at promotion activity."),),
+        activities=(
+            Activity(
+                id="copyActivity",
+                name="copyActivity",
+                status="success",
+                started_at=_ms(1596656058198),
+                completed_at=_ms(1596656089650),
+            ),
+            Activity(
+                id="promotionActivity",
+                name="promotionActivity",
+                status="success",
+                started_at=_ms(1596656095333),
+                completed_at=_ms(1596656113306),
+                input_records=100,
+                output_records=99,
+                failed_records=1,
+                errors=promotion_errors,
+                links=links,
+            ),
+        ),
+        etag='"b8003af1-0000-0200-0000-5f2b09f10000"',
+        sandbox="prod",
+    )
+
+
+def sample_notices(event: str = "firing", *, rule: str = "too-many-bad-records") -> list[Notice]:
+    """Notices about sample 01 for `event` (firing, repeat, resolved or grouped; grouped
+    gives three flows of one rule)."""
+    run = sample_run()
+    flow = sample_flow()
+    finding = Finding(
+        rule=rule,
+        rule_type="failed_records",
+        flow=flow,
+        run=run,
+        reason="1.0% of 100 input records failed (above 0.5%)",
+        values={"failed_share": 0.01, "above": 0.005, "input_records": 100, "failed_records": 1},
+    )
+    notice = Notice(
+        event="firing",
+        rule=rule,
+        rule_type="failed_records",
+        severity="critical",
+        flow=flow,
+        finding=finding,
+        first_seen_at=run.completed_at or _ms(1596656113306),
+        owner="@data-oncall",
+        sandbox="prod",
+    )
+    if event == "repeat":
+        return [replace(notice, event="repeat", count=3)]
+    if event == "resolved":
+        good = replace(
+            run,
+            id="5d1f6c0e-4a8b-4c6e-9d0a-2f3b4c5d6e7f",
+            started_at=run.started_at + timedelta(hours=1) if run.started_at else None,
+            completed_at=run.completed_at + timedelta(hours=1) if run.completed_at else None,
+            output_records=100,
+            failed_records=0,
+            errors=(),
+            activities=(),
+        )
+        return [replace(notice, event="resolved", resolved_by=good, count=3)]
+    if event == "grouped":
+        out = [notice]
+        for i, name in enumerate(("crm-hourly-contacts", "erp-orders-import"), start=1):
+            other = sample_flow(name, f"{FLOW_ID[:-2]}{i:02d}")
+            out.append(replace(notice, flow=other, finding=replace(finding, flow=other)))
+        return out
+    return [notice]
