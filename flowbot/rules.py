@@ -1,0 +1,509 @@
+"""rules.yaml → a validated, frozen RuleSet.
+
+The file's shape is described once, by the pydantic models in `rules_schema.py` (which
+also give the published JSON Schema); this module loads the file with places
+(`rules_yaml.py`), validates each part against those models, checks what crosses parts
+(rule names, channel references, paths), and builds plain frozen values:
+
+    load_rules(path) → RuleSet(channels, rules: (Rule, ...), ...)
+
+Every problem names the file, line, column and key path, and all problems are reported
+together in one ConfigError. Loaded rules never carry runtime state.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from fnmatch import fnmatchcase
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import pydantic
+
+from flowbot.errors import ConfigError
+from flowbot.models import FINISHED_STATES, Flow
+from flowbot.rules_schema import (
+    KNOWN_STATUSES,
+    RULE_MODELS,
+    RUN_LEVEL_TYPES,
+    ChannelSpec,
+    RulesFile,
+    RuleSpec,
+    SelectorSpec,
+    parse_duration,
+    parse_ratio,
+    rules_file_json_schema,
+)
+from flowbot.rules_yaml import Located, Path_, format_path, parse_yaml, read_text
+
+__all__ = [
+    "Channel",
+    "Monitoring",
+    "Rule",
+    "RuleSet",
+    "Selector",
+    "load_rules",
+    "parse_duration",
+    "parse_ratio",
+    "ruleset_json_schema",
+]
+
+Severity = Literal["info", "warning", "critical"]
+ChannelKind = Literal["slack", "webhook", "email", "file", "terminal"]
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which flows a rule watches: ids, name globs and sandboxes, all optional.
+
+    Within one key any value may match; across keys all must. An empty selector
+    matches every flow. Name globs are fnmatch patterns, case-sensitive.
+    """
+
+    ids: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    sandboxes: tuple[str, ...] = ()
+
+    def matches(self, flow: Flow) -> bool:
+        """True when the flow is one this selector picks."""
+        if self.ids and flow.id not in self.ids:
+            return False
+        if self.names and not any(fnmatchcase(flow.name, glob) for glob in self.names):
+            return False
+        return not (self.sandboxes and flow.sandbox not in self.sandboxes)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.ids or self.names or self.sandboxes)
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A named destination. `target` is a Slack channel, webhook URL, file path
+    (absolute), a tuple of email addresses, or "" for the terminal."""
+
+    name: str
+    kind: ChannelKind
+    target: str | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Monitoring:
+    """Where the meta-alert about degraded monitoring goes, and after how long."""
+
+    channels: tuple[str, ...] = ()
+    after: timedelta = timedelta(minutes=15)
+    heartbeat_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule with its defaults applied. Fields a type does not use keep their defaults.
+
+    `above` is a ratio (0..1) for failed_records and failed_runs, a timedelta for
+    duration. `schedule` is "flow" for missing_run with `schedule: flow`.
+    """
+
+    name: str
+    type: str
+    flows: Selector = Selector()
+    severity: Severity = "warning"
+    channels: tuple[str, ...] = ()
+    repeat_after: timedelta = timedelta(hours=4)
+    send_resolved: bool = True
+    enabled: bool = True
+    owner: str | None = None
+    template: Path | None = None
+    status: tuple[str, ...] = ()
+    above: float | timedelta | None = None
+    min_input: int = 0
+    window: int = 10
+    in_a_row: int | None = None
+    every: timedelta | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    schedule: str | None = None
+    grace: timedelta = timedelta(minutes=15)
+    codes: tuple[str, ...] = ()
+
+    @property
+    def is_run_level(self) -> bool:
+        """True for rules that judge one run at a time (not failed_runs, missing_run)."""
+        return self.type in RUN_LEVEL_TYPES
+
+    @property
+    def states(self) -> frozenset[str]:
+        """The `status` values in lower case."""
+        return frozenset(s.lower() for s in self.status)
+
+    @property
+    def judges_unfinished(self) -> bool:
+        """A status rule about running or waiting runs judges the newest run, finished
+        or not; every other run-level rule judges the newest finished run."""
+        return self.type == "status" and not self.states <= FINISHED_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """A loaded rules.yaml. `rules` holds enabled and disabled rules, in file order."""
+
+    source: Path
+    sandboxes: tuple[str, ...] = ("prod",)
+    poll_every: timedelta = timedelta(minutes=5)
+    lookback: timedelta = timedelta(hours=24)
+    group_at: int = 10
+    timezone: str = "UTC"
+    retention: timedelta = timedelta(days=30)
+    templates: Path | None = None
+    monitoring: Monitoring = Monitoring()
+    channels: Mapping[str, Channel] = field(default_factory=lambda: MappingProxyType({}))
+    rules: tuple[Rule, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def rule(self, name: str) -> Rule | None:
+        """The rule with this name, or None."""
+        return next((r for r in self.rules if r.name == name), None)
+
+
+def ruleset_json_schema() -> dict[str, Any]:
+    """The JSON Schema of rules.yaml (draft 2020-12), for editors."""
+    return rules_file_json_schema()
+
+
+def load_rules(path: str | Path, environ: Mapping[str, str] | None = None) -> RuleSet:
+    """Read, validate and build the rules file at `path`.
+
+    `environ` gives the variables for `${NAME}` (default: os.environ). Raises
+    ConfigError listing every problem, each with file:line:col and key path.
+    """
+    source = Path(path)
+    shown = str(path)
+    text = read_text(source, shown)
+    located, problems = parse_yaml(text, shown, os.environ if environ is None else environ)
+    if not isinstance(located.data, dict):
+        kind = "a list" if isinstance(located.data, list) else f"'{located.data}'"
+        raise ConfigError(
+            f"{shown}:1:1: the file must be a mapping of keys (sandboxes, channels, rules, ...), "
+            f"not {kind}"
+        )
+    builder = _Builder(located, source.resolve().parent)
+    builder.problems.extend(problems)
+    ruleset = builder.build(source)
+    if builder.problems:
+        count = len(builder.problems)
+        noun = "problem" if count == 1 else "problems"
+        raise ConfigError(f"{shown}: {count} {noun}", problems=builder.problems)
+    assert ruleset is not None
+    return ruleset
+
+
+class _Builder:
+    """Validates the parts of one located document and collects every problem."""
+
+    def __init__(self, located: Located, base: Path) -> None:
+        self.located = located
+        self.base = base
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def at(self, path: Path_) -> str:
+        return self.located.where(path)
+
+    def problem(self, path: Path_, message: str) -> None:
+        self.problems.append(f"{format_path(path)}: {message} ({self.at(path)})")
+
+    def validate(self, model: type[pydantic.BaseModel], data: Any, path: Path_) -> Any:
+        """`model` validated from `data`, or None after recording its problems."""
+        try:
+            return model.model_validate(data)
+        except pydantic.ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                self.problems.append(self.describe(model, error, path))
+            return None
+
+    def describe(self, model: type[pydantic.BaseModel], error: Any, path: Path_) -> str:
+        loc = (*path, *error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            key = loc[-1]
+            parent = loc[:-1]
+            allowed = _field_names(model, error["loc"][:-1])
+            hint = _nearest(str(key), allowed)
+            where = format_path(parent)
+            text = f"unknown key '{key}' in {where} ({self.at(loc)})"
+            if hint:
+                return f"{text}; did you mean '{hint[0]}'?"
+            return f"{text}; expected one of: {', '.join(allowed)}"
+        if kind == "missing":
+            return f"missing key '{loc[-1]}' in {format_path(loc[:-1])} ({self.at(loc[:-1])})"
+        message = str(error["msg"])
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error.get("input") is not None and not self._is_secretive(loc) and kind != "value_error":
+            shown = repr(error["input"])
+            if len(shown) <= 60 and not isinstance(error["input"], dict | list):
+                message = f"{message}, got {shown}"
+        return f"{format_path(loc)}: {message} ({self.at(loc)})"
+
+    def _is_secretive(self, loc: Path_) -> bool:
+        return any(loc[: len(p)] == p for p in self.located.from_env)
+
+    # -- building --------------------------------------------------------------------
+
+    def build(self, source: Path) -> RuleSet | None:
+        data = self.located.data
+        top = self.validate(RulesFile, data, ())
+        channels = self.build_channels(data.get("channels"))
+        defaults = top.defaults if top else None
+        default_channels = tuple(defaults.channels) if defaults and defaults.channels else ()
+        self.check_channel_names(default_channels, ("defaults", "channels"), channels)
+        rules = self.build_rules(data.get("rules"), defaults, channels)
+        if top is None:
+            return None
+        monitoring = Monitoring(
+            channels=tuple(top.monitoring.channels) if top.monitoring else (),
+            after=top.monitoring.after if top.monitoring else timedelta(minutes=15),
+            heartbeat_url=top.monitoring.heartbeat_url if top.monitoring else None,
+        )
+        self.check_channel_names(monitoring.channels, ("monitoring", "channels"), channels)
+        self.check_top(top)
+        used = {c for r in rules for c in r.channels} | set(monitoring.channels)
+        for name in channels:
+            if name not in used:
+                self.warnings.append(
+                    f"channels.{name}: defined but no rule sends to it ({self.at(('channels', name))})"
+                )
+        return RuleSet(
+            source=source,
+            sandboxes=tuple(top.sandboxes),
+            poll_every=top.poll_every,
+            lookback=top.lookback,
+            group_at=top.group_at,
+            timezone=top.timezone,
+            retention=top.retention,
+            templates=self.directory(top.templates, ("templates",)),
+            monitoring=monitoring,
+            channels=MappingProxyType(channels),
+            rules=tuple(rules),
+            warnings=tuple(self.warnings),
+        )
+
+    def check_top(self, top: RulesFile) -> None:
+        if top.poll_every < timedelta(minutes=1):
+            self.warnings.append(
+                f"poll_every: {_show(top.poll_every)} is below a minute; each cycle costs "
+                f"API requests, fine for tests but rarely in production ({self.at(('poll_every',))})"
+            )
+        if top.lookback < top.poll_every:
+            self.warnings.append(
+                f"lookback: {_show(top.lookback)} is shorter than poll_every "
+                f"({_show(top.poll_every)}); runs may be missed ({self.at(('lookback',))})"
+            )
+        if not top.rules:
+            self.warnings.append(
+                f"rules: the list is empty, nothing will alert ({self.at(('rules',))})"
+            )
+
+    def build_channels(self, raw: Any) -> dict[str, Channel]:
+        channels: dict[str, Channel] = {}
+        if not isinstance(raw, dict):
+            return channels  # RulesFile reports the wrong type
+        for name, spec_data in raw.items():
+            path: Path_ = ("channels", name)
+            spec = self.validate(ChannelSpec, spec_data, path)
+            if spec is None:
+                continue
+            kind, target = spec.kind_and_target()
+            if kind == "file":
+                target = str((self.base / str(target)).resolve())
+            channels[str(name)] = Channel(name=str(name), kind=kind, target=target)
+        return channels
+
+    def check_channel_names(
+        self, names: tuple[str, ...], path: Path_, channels: Mapping[str, Channel]
+    ) -> None:
+        for index, name in enumerate(names):
+            if name not in channels:
+                hint = difflib.get_close_matches(name, list(channels), n=1, cutoff=0.6)
+                defined = ", ".join(channels) or "none"
+                suffix = f"; did you mean '{hint[0]}'?" if hint else f"; defined: {defined}"
+                self.problems.append(
+                    f"{format_path((*path, index))}: channel '{name}' is not defined under "
+                    f"channels ({self.at((*path, index))}){suffix}"
+                )
+
+    def build_rules(self, raw: Any, defaults: Any, channels: Mapping[str, Channel]) -> list[Rule]:
+        if not isinstance(raw, list):
+            return []
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for index, data in enumerate(raw):
+            path: Path_ = ("rules", index)
+            rule = self.build_rule(data, path, defaults, channels)
+            if rule is None:
+                continue
+            if rule.name in seen:
+                self.problems.append(
+                    f"{format_path((*path, 'name'))}: duplicate rule name '{rule.name}', "
+                    f"also used by rules[{seen[rule.name]}] ({self.at((*path, 'name'))})"
+                )
+                continue
+            seen[rule.name] = index
+            rules.append(rule)
+        return rules
+
+    def build_rule(
+        self, data: Any, path: Path_, defaults: Any, channels: Mapping[str, Channel]
+    ) -> Rule | None:
+        if not isinstance(data, dict):
+            self.problems.append(
+                f"{format_path(path)}: a rule must be a mapping with name and type "
+                f"({self.at(path)})"
+            )
+            return None
+        kind = data.get("type")
+        if kind is None:
+            name = data.get("name")
+            label = f" '{name}'" if isinstance(name, str) else ""
+            self.problems.append(
+                f"missing key 'type' in {format_path(path)}{label} ({self.at(path)}); "
+                f"one of: {', '.join(RULE_MODELS)}"
+            )
+            return None
+        if kind not in RULE_MODELS:
+            hint = difflib.get_close_matches(str(kind), list(RULE_MODELS), n=1, cutoff=0.6)
+            suffix = (
+                f"; did you mean '{hint[0]}'?" if hint else f"; one of: {', '.join(RULE_MODELS)}"
+            )
+            self.problems.append(
+                f"{format_path((*path, 'type'))}: unknown rule type '{kind}' "
+                f"({self.at((*path, 'type'))}){suffix}"
+            )
+            return None
+        spec: RuleSpec | None = self.validate(RULE_MODELS[kind], data, path)
+        if spec is None:
+            return None
+        names = tuple(spec.channels) if spec.channels is not None else None
+        if names is None and defaults is not None and defaults.channels is not None:
+            names = tuple(defaults.channels)
+        if not names:
+            self.problems.append(
+                f"{format_path(path)}: rule '{spec.name}' sends to no channel; give it "
+                f"channels: [...] or set defaults.channels ({self.at(path)})"
+            )
+            names = ()
+        elif spec.channels is not None:
+            self.check_channel_names(names, (*path, "channels"), channels)
+        fields = spec.rule_fields()
+        for key in ("severity", "repeat_after", "send_resolved"):
+            if fields.get(key) is None:
+                fields[key] = getattr(defaults, key, None) if defaults else None
+            if fields.get(key) is None:
+                fields.pop(key)
+        for status in fields.get("status", ()):
+            if status.lower() not in KNOWN_STATUSES:
+                hint = difflib.get_close_matches(status.lower(), sorted(KNOWN_STATUSES), n=1)
+                suffix = f"; did you mean '{hint[0]}'?" if hint else ""
+                self.warnings.append(
+                    f"{format_path((*path, 'status'))}: '{status}' is not a status the Flow "
+                    f"Service is known to report ({self.at((*path, 'status'))}){suffix}"
+                )
+        template = self.directory(spec.template, (*path, "template"))
+        return Rule(
+            flows=_selector(spec.flows),
+            channels=names,
+            template=template,
+            **fields,
+        )
+
+    def directory(self, value: str | None, path: Path_) -> Path | None:
+        if value is None:
+            return None
+        resolved = (self.base / value).resolve()
+        if not resolved.is_dir():
+            self.problems.append(
+                f"{format_path(path)}: template directory '{value}' does not exist "
+                f"(looked for {resolved}) ({self.at(path)})"
+            )
+        return resolved
+
+
+# Words people reach for, and the key that means it here.
+SYNONYMS = {
+    "threshold": "above",
+    "limit": "above",
+    "max": "above",
+    "over": "above",
+    "more_than": "above",
+    "greater_than": "above",
+    "timeout": "above",
+    "statuses": "status",
+    "state": "status",
+    "code": "codes",
+    "error_codes": "codes",
+    "channel": "channels",
+    "notify": "channels",
+    "flow": "flows",
+    "selector": "flows",
+    "match": "flows",
+    "interval": "every",
+    "period": "every",
+    "schedule_every": "every",
+    "tz": "timezone",
+    "repeat": "repeat_after",
+    "repeat_every": "repeat_after",
+    "resolved": "send_resolved",
+    "disabled": "enabled",
+    "kind": "type",
+    "ids": "id",
+    "names": "name",
+    "sandboxes": "sandbox",
+}
+
+
+def _nearest(key: str, allowed: list[str]) -> list[str]:
+    """The allowed key nearest to a typo, by spelling or by a known synonym."""
+    words = {name: name for name in allowed}
+    words.update({s: t for s, t in SYNONYMS.items() if t in allowed and s not in words})
+    found = difflib.get_close_matches(key.lower(), list(words), n=1, cutoff=0.6)
+    return [words[found[0]]] if found else []
+
+
+def _selector(spec: SelectorSpec | None) -> Selector:
+    if spec is None:
+        return Selector()
+    return Selector(ids=tuple(spec.id), names=tuple(spec.name), sandboxes=tuple(spec.sandbox))
+
+
+def _field_names(model: type[pydantic.BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc` inside `model` (following nested models)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = getattr(current, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        current = _nested_model(info.annotation)
+    fields = getattr(current, "model_fields", {})
+    return [info.alias or name for name, info in fields.items()]
+
+
+def _nested_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _show(delta: timedelta) -> str:
+    from flowbot.rules_schema import format_duration
+
+    return format_duration(delta)
