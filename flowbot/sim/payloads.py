@@ -27,8 +27,14 @@ def make_flow(
     interval: int = 1,
     start_at: datetime | None = None,
     last_run: dict[str, Any] | None = None,
+    etag: str | None = None,
+    connection_ids: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A flow as `GET /flows` returns it."""
+    """A flow as `GET /flows` returns it.
+
+    `connection_ids` is (source, target); random ids when None, like `etag`.
+    """
+    source_id, target_id = connection_ids or (str(uuid.uuid4()), str(uuid.uuid4()))
     flow: dict[str, Any] = {
         "id": flow_id or str(uuid.uuid4()),
         "name": name,
@@ -38,9 +44,9 @@ def make_flow(
         "sandboxName": sandbox,
         "sandboxId": f"sandbox-{sandbox}",
         "imsOrgId": "SIM@AdobeOrg",
-        "etag": f'"{uuid.uuid4()}"',
-        "sourceConnectionIds": [str(uuid.uuid4())],
-        "targetConnectionIds": [str(uuid.uuid4())],
+        "etag": etag or f'"{uuid.uuid4()}"',
+        "sourceConnectionIds": [source_id],
+        "targetConnectionIds": [target_id],
         "createdAt": ms(start_at) or 1600000000000,
         "updatedAt": ms(start_at) or 1600000000000,
     }
@@ -71,6 +77,7 @@ def make_run(
     batch_id: str | None = None,
     sandbox: str = "prod",
     etag: str | None = None,
+    target_id: str | None = None,
 ) -> dict[str, Any]:
     """A sources run as `GET /runs` returns it: a copy and a promotion activity.
 
@@ -150,7 +157,7 @@ def make_run(
                 "statusSummary": promotion_status,
                 "targetInfo": [
                     {
-                        "id": str(uuid.uuid4()),
+                        "id": target_id or str(uuid.uuid4()),
                         "type": "TargetConnection",
                         "reference": {"type": "Batch", "ids": [batch_id]},
                     }
@@ -158,3 +165,16 @@ def make_run(
             },
         ],
     }
+
+
+def last_run_details(run: dict[str, Any]) -> dict[str, Any]:
+    """The `lastRunDetails` a flow shows for `run` (a run payload)."""
+    duration = run.get("metrics", {}).get("durationSummary", {})
+    details: dict[str, Any] = {
+        "id": run["id"],
+        "state": run.get("metrics", {}).get("statusSummary", {}).get("status"),
+        "startedAtUTC": duration.get("startedAtUTC"),
+    }
+    if duration.get("completedAtUTC") is not None:
+        details["completedAtUTC"] = duration["completedAtUTC"]
+    return details
