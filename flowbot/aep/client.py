@@ -34,6 +34,7 @@ T = TypeVar("T")
 Params = dict[str, list[str]]
 
 MAX_URL = 2000  # characters; proxies and gateways start refusing around 4-8k
+PAGING_ROOM = 256  # left in split URLs for the continuation token of later pages
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -236,7 +237,7 @@ class FlowClient:
         fixed = len(
             self.base_url + path + "?" + urlencode(_query([f"{key}==", *extra]), doseq=True)
         )
-        budget = max(self.max_url - fixed, 1)
+        budget = max(self.max_url - fixed - PAGING_ROOM, 1)
         chunk: list[str] = []
         used = 0
         for value in values:
