@@ -420,3 +420,148 @@ def test_a_page_that_links_to_itself_does_not_loop(client, service):
     service.faults += [(200, {}, loop)] * 3
     assert len(client.list_runs()) == 2
     assert len(service.seen) == 2
+
+
+# ---------------------------------------------------------------- against the simulator
+
+SIM_NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Any]:
+    from flowbot.sim.scenario import build_scenario
+    from flowbot.sim.server import Simulator
+
+    simulator = Simulator(build_scenario(flows=50, runs=1000, now=SIM_NOW, seed=1), page_size=100)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def sim_client(sim: Any, waits: Waits) -> Iterator[FlowClient]:
+    sim.clear_requests()
+    tokens = TokenProvider(
+        ims_url=sim.ims_url, client_id=sim.client_id, client_secret=sim.client_secret
+    )
+    client = FlowClient(
+        sim.url, tokens, sim.client_id, sim.org_id, "prod", sleep=waits.sleep, clock=waits.clock
+    )
+    yield client
+    client.close()
+
+
+def api_requests(sim: Any) -> list[Any]:
+    return [r for r in sim.requests if not r.path.startswith("/ims/")]
+
+
+def test_sim_lists_every_run_exactly_once_across_pages(sim, sim_client):
+    runs = sim_client.list_runs()
+    assert len(runs) == 1000
+    assert sorted(r.id for r in runs) == sorted(sim.world.scenario.runs)
+    assert len(api_requests(sim)) == 10
+    for request in api_requests(sim):
+        assert request.headers["authorization"].startswith("Bearer sim-")
+        assert request.headers["x-api-key"] == "sim-client"
+        assert request.headers["x-gw-ims-org-id"] == "SIM@AdobeOrg"
+        assert request.headers["x-sandbox-name"] == "prod"
+
+
+def test_sim_filters_orderby_and_limit(sim, sim_client):
+    flows = sim_client.list_flows()
+    assert len(flows) == 50
+    flow_ids = [f.id for f in flows[:5]]
+    since = SIM_NOW - timedelta(hours=6)
+    some = sim_client.runs_of_flows(flow_ids, since)
+    assert some and all(r.flow_id in flow_ids and r.started_at >= since for r in some)
+    everything = sim_client.list_runs()
+    expected = {
+        r.id for r in everything if r.flow_id in flow_ids and r.started_at and r.started_at >= since
+    }
+    assert {r.id for r in some} == expected
+    failed = sim_client.list_runs(["metrics.statusSummary.status==failed"])
+    assert failed and all(r.state == "failed" for r in failed)
+    newest = sim_client.list_runs(orderby="-metrics.durationSummary.startedAtUTC", limit=5)
+    starts = [r.started_at for r in newest]
+    assert len(newest) == 5 and starts == sorted(starts, reverse=True)
+    assert starts[0] == max(r.started_at for r in everything if r.started_at)
+    picked = [r.id for r in everything[::7]]
+    assert sorted(r.id for r in sim_client.runs_by_ids(picked)) == sorted(picked)
+    assert sim_client.get_run(picked[0]).id == picked[0]
+    assert sim_client.get_flow(flow_ids[0]).name == flows[0].name
+
+
+def test_sim_token_expiry_mid_listing_refreshes_once(sim, sim_client):
+    pages = []
+
+    def expire_after_third_page(response, *args, **kwargs):
+        pages.append(response.url)
+        if len(pages) == 3:
+            sim.expire_tokens()
+
+    sim_client._session.hooks["response"].append(expire_after_third_page)
+    runs = sim_client.list_runs()
+    assert len({r.id for r in runs}) == len(runs) == 1000
+    assert sim_client.stats.token_refreshes == 2
+    assert sim_client.stats.by_status[401] == 1
+
+
+def test_sim_429_with_retry_after_and_5xx_are_retried(sim, sim_client, waits):
+    sim.fail_next(2, status=429, retry_after=3)
+    sim.fail_next(1, status=500)
+    assert len(sim_client.list_flows()) == 50
+    assert waits.waits[:2] == [3.0, 3.0] and 1.0 <= waits.waits[2] <= 2.0
+    assert sim_client.stats.retries == 3
+
+
+def test_sim_gives_up_after_bounded_retries(sim, sim_client, waits):
+    sim.fail_next(5, status=503)
+    with pytest.raises(FlowAPIError, match="failed after 5 attempts.*HTTP 503"):
+        sim_client.list_flows()
+    assert len(waits.waits) == 4
+
+
+def test_sim_slow_answer_past_the_timeout_is_retried(sim, waits):
+    tokens = TokenProvider(static_token=sim.static_token)
+    client = FlowClient(
+        sim.url, tokens, sim.client_id, sim.org_id, "prod", timeout=0.2,
+        sleep=waits.sleep, clock=waits.clock,
+    )  # fmt: skip
+    sim.slow_next(1, 1.0)
+    assert len(client.list_flows()) == 50
+    assert client.stats.by_status["error"] == 1
+    client.close()
+
+
+def test_sim_non_json_body(sim, sim_client):
+    sim.malformed_next(1)
+    with pytest.raises(FlowAPIError, match="not JSON"):
+        sim_client.list_runs()
+
+
+def test_sim_wrong_sandbox_and_unknown_flow_errors(sim):
+    tokens = TokenProvider(
+        ims_url=sim.ims_url, client_id=sim.client_id, client_secret=sim.client_secret
+    )
+    client = FlowClient(sim.url, tokens, sim.client_id, sim.org_id, "staging")
+    with pytest.raises(FlowAPIError) as caught:
+        client.list_runs(["flowId==x"])
+    text = str(caught.value)
+    assert "GET /runs in sandbox 'staging': 403" in text and "FLOW-2120-403" in text
+    assert sim.client_secret not in text and tokens.token() not in text
+    client.sandbox = "prod"
+    with pytest.raises(FlowAPIError, match="GET /flows/nope in sandbox 'prod': 404.*FLOW-1439-404"):
+        client.get_flow("nope")
+    client.close()
+
+
+def test_sim_bad_credentials_name_ims_not_the_secret(sim):
+    tokens = TokenProvider(
+        ims_url=sim.ims_url, client_id=sim.client_id, client_secret="wrong-secret"
+    )
+    client = FlowClient(sim.url, tokens, sim.client_id, sim.org_id, "prod")
+    with pytest.raises(FlowAPIError) as caught:
+        client.list_flows()
+    assert sim.ims_url in str(caught.value) and "invalid_client" in str(caught.value)
+    assert "wrong-secret" not in str(caught.value)
+    client.close()
