@@ -57,10 +57,266 @@ def rules() -> None:
     """Check, test and describe rules.yaml."""
 
 
+@rules.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@friendly_errors
+def rules_check(file: str | None) -> None:
+    """Validate FILE (default $FLOWBOT_RULES, then rules.yaml) and list its rules.
+
+    Every problem names the file, line, column and key. Exit 0 when valid, 2 when not.
+    """
+    import os
+
+    from flowbot.rules import load_rules
+
+    path = file or os.environ.get("FLOWBOT_RULES") or "rules.yaml"
+    ruleset = load_rules(path)
+    sandboxes = ", ".join(ruleset.sandboxes)
+    click.echo(f"{path}: {len(ruleset.rules)} rules, sandboxes {sandboxes}")
+    for rule in ruleset.rules:
+        off = "  (disabled)" if not rule.enabled else ""
+        channels = ", ".join(rule.channels)
+        click.echo(f"  {rule.name:<28} {rule.type:<15} {rule.severity:<9} -> {channels}{off}")
+    for warning in ruleset.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@rules.command("schema")
+def rules_schema() -> None:
+    """Print the JSON Schema of rules.yaml (for editors)."""
+    import json
+
+    from flowbot.rules import ruleset_json_schema
+
+    click.echo(json.dumps(ruleset_json_schema(), indent=2, ensure_ascii=False))
+
+
+@rules.command("test")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@friendly_errors
+def rules_test(files: tuple[str, ...]) -> None:
+    """Run rule tests: flows, runs and times in, expected alerts out.
+
+    Exit 0 when all pass, 1 when one fails, 2 when a file is invalid.
+    """
+    from flowbot.rule_tests import run_test_file
+
+    passed = failed = 0
+    for path in files:
+        for outcome in run_test_file(path):
+            if outcome.passed:
+                passed += 1
+                click.echo(f"PASS  {path}: {outcome.name}")
+                continue
+            failed += 1
+            click.echo(f"FAIL  {path}: {outcome.name}")
+            for failure in outcome.failures:
+                click.echo("  " + failure.replace("\n", "\n  "))
+    click.echo(f"{passed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------- sim (issue 2)
 
 
 # ---------------------------------------------------------------- cycle (issue 4)
+
+
+def _load(rules_file: str | None, db: str | None) -> tuple[Any, Any]:
+    """Settings from the environment (with command-line overrides) and the rules."""
+    from dataclasses import replace
+
+    from flowbot.logs import setup_logging
+    from flowbot.rules import load_rules
+    from flowbot.settings import load_settings
+
+    settings = load_settings()
+    if rules_file:
+        settings = replace(settings, rules=rules_file)
+    if db:
+        settings = replace(settings, db=db)
+    setup_logging(settings.log_format, settings.secrets())
+    return settings, load_rules(settings.rules)
+
+
+def _open_store(db: str | None) -> Any:
+    from flowbot.settings import load_settings
+    from flowbot.store import Store
+
+    store = Store(db or load_settings().db)
+    store.migrate()
+    return store
+
+
+def _when(at: Any) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S") if at else "-"
+
+
+rules_option = click.option(
+    "--rules",
+    "rules_file",
+    metavar="FILE",
+    help="Rules file (default: $FLOWBOT_RULES or rules.yaml).",
+)
+db_option = click.option(
+    "--db", metavar="FILE", help="SQLite file (default: $FLOWBOT_DB or flowbot.db)."
+)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one cycle now and exit (the only mode of check).")
+@rules_option
+@db_option
+@friendly_errors
+def check(once: bool, rules_file: str | None, db: str | None) -> None:
+    """Run one cycle now: read, evaluate, alert, send. Exit 1 if anything is undelivered
+    or the API could not be read, 2 on bad configuration."""
+    from flowbot.pipeline import build_deps, run_once
+
+    settings, ruleset = _load(rules_file, db)
+    deps = build_deps(settings, ruleset)
+    reports, delivery = run_once(deps)
+    for r in reports:
+        if r.ok:
+            click.echo(
+                f"{r.sandbox}: {r.runs_read} runs read, {r.runs_new} new, {r.findings} findings; "
+                f"alerts {r.fired} fired, {r.repeated} repeated, {r.resolved} resolved, "
+                f"{r.muted} muted; {r.queued} messages queued ({r.api_requests} API requests)"
+            )
+        else:
+            click.echo(f"{r.sandbox}: cycle failed: {r.error}", err=True)
+    click.echo(
+        f"messages: {delivery.sent} sent, {delivery.failed} failed, {delivery.pending} pending"
+    )
+    if delivery.failed or delivery.pending or not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--flow", help="A flow id or name (glob with *).")
+@click.option("--rule", help="A rule name.")
+@click.option("--since", metavar="DURATION", help="Only alerts seen in this span, e.g. 24h or 7d.")
+@click.option("--limit", default=50, show_default=True, help="At most this many alerts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per alert.")
+@db_option
+@friendly_errors
+def history(
+    flow: str | None, rule: str | None, since: str | None, limit: int, as_json: bool, db: str | None
+) -> None:
+    """What was alerted and when, with the messages sent for each alert."""
+    import json
+    from datetime import UTC, datetime
+
+    from flowbot.rules import parse_duration
+
+    store = _open_store(db)
+    start = datetime.now(UTC) - parse_duration(since) if since else None
+    alerts = store.alerts(flow=flow, rule=rule, since=start, limit=limit)
+    messages = store.messages(alert_ids=[a.id for a in alerts], limit=limit * 20)
+    by_alert: dict[int, list[Any]] = {}
+    for m in messages:
+        by_alert.setdefault(m.alert_id, []).append(m)
+    if not alerts:
+        click.echo("no alerts")
+    for a in alerts:
+        sent = sorted(by_alert.get(a.id, []), key=lambda m: m.id)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": a.id, "rule": a.rule, "flow_id": a.flow_id, "flow": a.flow_name,
+                        "sandbox": a.sandbox, "state": a.state, "muted": a.muted,
+                        "first_seen": _when(a.first_seen), "last_seen": _when(a.last_seen),
+                        "resolved": _when(a.resolved), "count": a.count, "reason": a.reason,
+                        "messages": [
+                            {"channel": m.channel, "event": m.event, "state": m.state,
+                             "attempts": m.attempts, "error": m.error, "sent": _when(m.sent)}
+                            for m in sent
+                        ],
+                    }
+                )
+            )  # fmt: skip
+            continue
+        muted = " (muted)" if a.muted else ""
+        click.echo(
+            f"#{a.id} {a.state.upper()}{muted} {a.rule} · {a.flow_name or a.flow_id} "
+            f"({a.sandbox}) · first {_when(a.first_seen)} · last {_when(a.last_seen)} · "
+            f"{a.count}× · {a.reason}"
+        )
+        for m in sent:
+            error = f" · {m.error}" if m.error else ""
+            click.echo(
+                f"    {m.event:<8} → {m.channel}: {m.state} after {m.attempts} attempt(s) "
+                f"{_when(m.sent)}{error}"
+            )
+
+
+@cli.group()
+def silence() -> None:
+    """Mute sending for a rule, a flow or a flow-name glob, until an expiry."""
+
+
+@silence.command("add")
+@click.option("--rule", help="A rule name or glob.")
+@click.option("--flow", help="A flow id or a flow-name glob (e.g. 'crm-*').")
+@click.option(
+    "--for", "duration", default="2h", show_default=True, help="How long, e.g. 30m, 4h, 2d."
+)
+@click.option("--reason", required=True, help="Why: shown in `silence list` and history.")
+@db_option
+@friendly_errors
+def silence_add(
+    rule: str | None, flow: str | None, duration: str, reason: str, db: str | None
+) -> None:
+    """Add a silence."""
+    from datetime import UTC, datetime
+
+    from flowbot.errors import ConfigError
+    from flowbot.rules import parse_duration
+
+    if not rule and not flow:
+        raise ConfigError("a silence needs --rule or --flow (or both)")
+    now = datetime.now(UTC)
+    store = _open_store(db)
+    expires = now + parse_duration(duration)
+    sid = store.add_silence(rule=rule, flow=flow, reason=reason, now=now, expires=expires)
+    click.echo(f"silence #{sid} until {_when(expires)} UTC")
+
+
+@silence.command("list")
+@click.option("--all", "include_expired", is_flag=True, help="Include expired silences.")
+@db_option
+@friendly_errors
+def silence_list(include_expired: bool, db: str | None) -> None:
+    """List active silences."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    rows = _open_store(db).silences(now, include_expired=include_expired)
+    if not rows:
+        click.echo("no silences")
+    for s in rows:
+        state = "active" if s.expires > now else "expired"
+        click.echo(
+            f"#{s.id} {state} rule={s.rule or '*'} flow={s.flow or '*'} "
+            f"until {_when(s.expires)} · {s.reason}"
+        )
+
+
+@silence.command("expire")
+@click.argument("silence_id", type=int)
+@db_option
+@friendly_errors
+def silence_expire(silence_id: int, db: str | None) -> None:
+    """End a silence now."""
+    from datetime import UTC, datetime
+
+    from flowbot.errors import FlowbotError
+
+    if not _open_store(db).expire_silence(silence_id, datetime.now(UTC)):
+        raise FlowbotError(f"no active silence #{silence_id}")
+    click.echo(f"silence #{silence_id} expired")
 
 
 # ---------------------------------------------------------------- notify (issue 5)

@@ -75,6 +75,7 @@ def deliver(
             step(f"send:{row.id}")
             try:
                 ref = notifier.send(message, thread)  # type: ignore[attr-defined]
+                step(f"delivered:{row.id}")  # sent, not yet recorded: a crash here repeats it
             except NotifyError as exc:
                 error = redact(str(exc), list(secrets))
                 if exc.permanent or now - row.created >= MAX_AGE:
