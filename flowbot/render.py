@@ -394,10 +394,9 @@ def slack_blocks(text: str) -> dict[str, Any]:
     paragraph: list[str] = []
 
     def flush() -> None:
-        if paragraph:
-            section = _cut_lines("\n".join(paragraph), SLACK_SECTION)
+        for section in _split_lines(paragraph, SLACK_SECTION):
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": section}})
-            paragraph.clear()
+        paragraph.clear()
 
     for line in text.splitlines():
         stripped = line.strip()
@@ -428,6 +427,23 @@ def slack_blocks(text: str) -> dict[str, Any]:
             }
         )
     return {"text": _fallback_text(blocks), "blocks": blocks}
+
+
+def _split_lines(lines: list[str], limit: int) -> list[str]:
+    """Lines → texts of at most `limit` characters, split between lines (a line
+    longer than `limit` alone is cut)."""
+    out: list[str] = []
+    current = ""
+    for line in lines:
+        line = _cut(line, limit)
+        if current and len(current) + 1 + len(line) > limit:
+            out.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current:
+        out.append(current)
+    return out
 
 
 def _cut_lines(text: str, limit: int) -> str:
