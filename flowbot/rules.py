@@ -32,6 +32,8 @@ from flowbot.rules_schema import (
     RULE_MODELS,
     RUN_LEVEL_TYPES,
     ChannelSpec,
+    DefaultsSpec,
+    MonitoringSpec,
     RulesFile,
     RuleSpec,
     SelectorSpec,
@@ -196,8 +198,9 @@ def load_rules(path: str | Path, environ: Mapping[str, str] | None = None) -> Ru
     ruleset = builder.build(source)
     if builder.problems:
         count = len(builder.problems)
-        noun = "problem" if count == 1 else "problems"
-        raise ConfigError(f"{shown}: {count} {noun}", problems=builder.problems)
+        if count == 1:
+            raise ConfigError(builder.problems[0], problems=builder.problems)
+        raise ConfigError(f"{shown}: {count} problems", problems=builder.problems)
     assert ruleset is not None
     return ruleset
 
@@ -210,6 +213,8 @@ class _Builder:
         self.base = base
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        channels = located.data.get("channels") if isinstance(located.data, dict) else None
+        self.declared = set(channels) if isinstance(channels, dict) else set()
 
     def at(self, path: Path_) -> str:
         return self.located.where(path)
@@ -222,7 +227,17 @@ class _Builder:
         try:
             return model.model_validate(data)
         except pydantic.ValidationError as exc:
-            for error in exc.errors(include_url=False):
+            errors = exc.errors(include_url=False)
+            # A misspelt key also leaves its right spelling missing: say it once.
+            meant = {
+                (*e["loc"][:-1], hint)
+                for e in errors
+                if e["type"] == "extra_forbidden"
+                for hint in _nearest(str(e["loc"][-1]), _field_names(model, e["loc"][:-1]))
+            }
+            for error in errors:
+                if error["type"] == "missing" and tuple(error["loc"]) in meant:
+                    continue
                 self.problems.append(self.describe(model, error, path))
             return None
 
@@ -241,7 +256,7 @@ class _Builder:
             return f"{text}; expected one of: {', '.join(allowed)}"
         if kind == "missing":
             return f"missing key '{loc[-1]}' in {format_path(loc[:-1])} ({self.at(loc[:-1])})"
-        message = str(error["msg"])
+        message = PLAIN_MESSAGES.get(kind) or str(error["msg"])
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if error.get("input") is not None and not self._is_secretive(loc) and kind != "value_error":
             shown = repr(error["input"])
@@ -258,17 +273,20 @@ class _Builder:
         data = self.located.data
         top = self.validate(RulesFile, data, ())
         channels = self.build_channels(data.get("channels"))
-        defaults = top.defaults if top else None
+        defaults = self.part(DefaultsSpec, data, "defaults")
+        monitoring_spec = self.part(MonitoringSpec, data, "monitoring")
         default_channels = tuple(defaults.channels) if defaults and defaults.channels else ()
         self.check_channel_names(default_channels, ("defaults", "channels"), channels)
         rules = self.build_rules(data.get("rules"), defaults, channels)
         if top is None:
             return None
-        monitoring = Monitoring(
-            channels=tuple(top.monitoring.channels) if top.monitoring else (),
-            after=top.monitoring.after if top.monitoring else timedelta(minutes=15),
-            heartbeat_url=top.monitoring.heartbeat_url if top.monitoring else None,
-        )
+        monitoring = Monitoring()
+        if monitoring_spec is not None:
+            monitoring = Monitoring(
+                channels=tuple(monitoring_spec.channels),
+                after=monitoring_spec.after,
+                heartbeat_url=monitoring_spec.heartbeat_url,
+            )
         self.check_channel_names(monitoring.channels, ("monitoring", "channels"), channels)
         self.check_top(top)
         used = {c for r in rules for c in r.channels} | set(monitoring.channels)
@@ -291,6 +309,12 @@ class _Builder:
             rules=tuple(rules),
             warnings=tuple(self.warnings),
         )
+
+    def part(self, model: type[pydantic.BaseModel], data: dict[str, Any], key: str) -> Any:
+        """The optional top-level mapping `key` validated on its own, or None."""
+        if data.get(key) is None:
+            return None
+        return self.validate(model, data[key], (key,))
 
     def check_top(self, top: RulesFile) -> None:
         if top.poll_every < timedelta(minutes=1):
@@ -327,7 +351,7 @@ class _Builder:
         self, names: tuple[str, ...], path: Path_, channels: Mapping[str, Channel]
     ) -> None:
         for index, name in enumerate(names):
-            if name not in channels:
+            if name not in channels and name not in self.declared:
                 hint = difflib.get_close_matches(name, list(channels), n=1, cutoff=0.6)
                 defined = ", ".join(channels) or "none"
                 suffix = f"; did you mean '{hint[0]}'?" if hint else f"; defined: {defined}"
@@ -431,6 +455,20 @@ class _Builder:
             )
         return resolved
 
+
+# pydantic's wording for type errors, in the words of a YAML file.
+PLAIN_MESSAGES = {
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "dict_type": "must be a mapping (key: value)",
+    "list_type": "must be a list, like [a, b]",
+    "string_type": "must be text",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+}
 
 # Words people reach for, and the key that means it here.
 SYNONYMS = {

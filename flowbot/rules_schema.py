@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import GenerateJsonSchema
 
 RUN_LEVEL_TYPES = frozenset({"status", "failed_records", "duration", "error_code", "zero_records"})
 # Statuses the Flow Service reports (sources and destinations), lower case.
@@ -399,7 +400,7 @@ class RulesFile(_Model):
     poll_every: Duration = timedelta(minutes=5)
     lookback: Duration = timedelta(hours=24)
     channels: dict[str, Any] = Field(default_factory=dict)
-    defaults: DefaultsSpec | None = None
+    defaults: Any = None  # DefaultsSpec, validated on its own
     rules: list[Any]
     group_at: int = Field(10, ge=1, description="flows firing one rule before they are grouped")
     timezone: str = Field("UTC", description="for times shown in messages")
@@ -407,7 +408,7 @@ class RulesFile(_Model):
         timedelta(days=30), description="how long runs and messages are kept"
     )
     templates: str | None = Field(None, description="template directory, relative to rules.yaml")
-    monitoring: MonitoringSpec | None = None
+    monitoring: Any = None  # MonitoringSpec, validated on its own
 
     @field_validator("timezone")
     @classmethod
@@ -430,12 +431,23 @@ AnyRule = Annotated[
 
 class _RulesFileSchema(RulesFile):
     channels: dict[str, ChannelSpec] = Field(default_factory=dict)
+    defaults: DefaultsSpec | None = None
+    monitoring: MonitoringSpec | None = None
     rules: list[AnyRule]
+
+
+class _SchemaGenerator(GenerateJsonSchema):
+    """Shows duration defaults the way rules.yaml writes them ('5m', not 'PT5M')."""
+
+    def encode_default(self, dflt: Any) -> Any:
+        if isinstance(dflt, timedelta):
+            return format_duration(dflt)
+        return super().encode_default(dflt)
 
 
 def rules_file_json_schema() -> dict[str, Any]:
     """The JSON Schema of the whole file."""
-    schema = _RulesFileSchema.model_json_schema()
+    schema = _RulesFileSchema.model_json_schema(schema_generator=_SchemaGenerator)
     schema["title"] = "flowbot rules.yaml"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema

@@ -1,0 +1,341 @@
+"""load_rules: the example file, defaults, selectors, durations, ratios, and every
+class of error message (table-driven over tests/testdata/rules/*.yaml)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from flowbot.errors import ConfigError
+from flowbot.models import Flow
+from flowbot.rules import (
+    Channel,
+    Selector,
+    load_rules,
+    parse_duration,
+    parse_ratio,
+    ruleset_json_schema,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD = sorted((Path(__file__).parent / "testdata" / "rules").glob("*.yaml"))
+SECRET = "hunter2-do-not-print"
+
+
+def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = """\
+channels:
+  ops: {slack: "#ops"}
+defaults: {channels: [ops]}
+rules:
+  - {name: failed, type: status, status: [failed]}
+"""
+
+
+def problems_of(path: Path | str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path, environ=environ or {})
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_file_gives_each_expected_message(path):
+    expected = [
+        line.removeprefix("# expect: ").replace("{file}", str(path))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# expect: ")
+    ]
+    assert expected, f"{path} has no '# expect:' lines"
+    started = time.monotonic()
+    problems = problems_of(path, {"FLOWBOT_TEST_SECRET": SECRET})
+    assert time.monotonic() - started < 1
+    assert problems == expected
+    assert not any(SECRET in p for p in problems)
+
+
+def test_example_rules_file_loads_with_every_rule_type():
+    ruleset = load_rules(ROOT / "rules.yaml", environ={})
+    types = {rule.type for rule in ruleset.rules}
+    assert types == {
+        "status",
+        "failed_records",
+        "failed_runs",
+        "missing_run",
+        "duration",
+        "error_code",
+        "zero_records",
+    }
+    assert ruleset.warnings == ()
+    assert ruleset.channels["audit"] == Channel("audit", "file", str(ROOT / "alerts.jsonl"))
+    assert ruleset.channels["oncall"].target == ("oncall@example.com",)
+    assert (
+        (ROOT / "rules.yaml")
+        .read_text()
+        .startswith("# yaml-language-server: $schema=./rules.schema.json\n")
+    )
+
+
+def test_defaults_apply_unless_the_rule_says_otherwise(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+channels: {a: {terminal: true}, b: {webhook: "https://hooks.example/x"}}
+defaults: {channels: [a], severity: critical, repeat_after: 1h, send_resolved: false}
+rules:
+  - {name: one, type: zero_records}
+  - {name: two, type: zero_records, channels: [b], severity: info, repeat_after: 2d,
+     send_resolved: true, enabled: false, owner: "<@U123>"}
+""",
+    )
+    ruleset = load_rules(path, environ={})
+    one, two = ruleset.rules
+    assert (one.channels, one.severity, one.repeat_after, one.send_resolved) == (
+        ("a",),
+        "critical",
+        timedelta(hours=1),
+        False,
+    )
+    assert (two.channels, two.severity, two.repeat_after, two.send_resolved) == (
+        ("b",),
+        "info",
+        timedelta(days=2),
+        True,
+    )
+    assert (two.enabled, two.owner) == (False, "<@U123>")
+    assert ruleset.rule("two") is two and ruleset.rule("three") is None
+
+
+def test_top_level_defaults(tmp_path):
+    ruleset = load_rules(write(tmp_path, MINIMAL), environ={})
+    assert ruleset.sandboxes == ("prod",)
+    assert ruleset.poll_every == timedelta(minutes=5)
+    assert ruleset.lookback == timedelta(hours=24)
+    assert (ruleset.group_at, ruleset.timezone) == (10, "UTC")
+    assert ruleset.retention == timedelta(days=30)
+    assert ruleset.templates is None
+    assert ruleset.monitoring.channels == () and ruleset.monitoring.after == timedelta(minutes=15)
+    rule = ruleset.rules[0]
+    assert (rule.severity, rule.repeat_after, rule.send_resolved, rule.enabled) == (
+        "warning",
+        timedelta(hours=4),
+        True,
+        True,
+    )
+    assert rule.is_run_level
+    assert ruleset.source == tmp_path / "rules.yaml"
+
+
+def test_paths_resolve_against_the_rules_file_directory(tmp_path):
+    (tmp_path / "tpl" / "custom").mkdir(parents=True)
+    path = write(
+        tmp_path,
+        """\
+templates: tpl
+monitoring: {channels: [log], after: 30m, heartbeat_url: "https://hc.example/ping/x"}
+channels: {log: {file: out/alerts.jsonl}}
+defaults: {channels: [log]}
+rules:
+  - {name: a, type: zero_records, template: tpl/custom}
+""",
+    )
+    ruleset = load_rules(path, environ={})
+    assert ruleset.channels["log"].target == str(tmp_path / "out" / "alerts.jsonl")
+    assert ruleset.templates == tmp_path / "tpl"
+    assert ruleset.rules[0].template == tmp_path / "tpl" / "custom"
+    assert ruleset.monitoring.after == timedelta(minutes=30)
+    assert ruleset.monitoring.heartbeat_url == "https://hc.example/ping/x"
+
+
+def test_a_missing_template_directory_is_an_error(tmp_path):
+    path = write(
+        tmp_path, MINIMAL.replace("status: [failed]}", "status: [failed], template: nope}")
+    )
+    [problem] = problems_of(path)
+    assert problem.startswith("rules[0].template: template directory 'nope' does not exist")
+
+
+def test_env_references_expand_and_undefined_ones_name_the_variable_only(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+channels:
+  ops: {slack: "${CHANNEL}"}
+  hook: {webhook: "https://hooks.example/${TOKEN}"}
+defaults: {channels: [ops, hook]}
+rules: [{name: a, type: zero_records}]
+""",
+    )
+    ruleset = load_rules(path, environ={"CHANNEL": "#from-env", "TOKEN": SECRET})
+    assert ruleset.channels["ops"].target == "#from-env"
+    assert ruleset.channels["hook"].target == f"https://hooks.example/{SECRET}"
+    problems = problems_of(path, {"CHANNEL": "#ok", "OTHER": SECRET})
+    assert problems == [
+        f"environment variable TOKEN is not set; channels.hook.webhook uses it ({path}:3:19)"
+    ]
+
+
+def test_poll_every_below_a_minute_is_a_warning(tmp_path):
+    ruleset = load_rules(write(tmp_path, "poll_every: 5s\n" + MINIMAL), environ={})
+    assert ruleset.poll_every == timedelta(seconds=5)
+    assert any("poll_every: 5s is below a minute" in w for w in ruleset.warnings)
+
+
+def test_unknown_status_and_unused_channel_are_warnings(tmp_path):
+    text = MINIMAL.replace("[failed]", "[faild]") + "  - {name: b, type: zero_records}\n"
+    text = text.replace('ops: {slack: "#ops"}', 'ops: {slack: "#ops"}\n  spare: {terminal: true}')
+    ruleset = load_rules(write(tmp_path, text), environ={})
+    assert any(
+        "'faild' is not a status" in w and "did you mean 'failed'" in w for w in ruleset.warnings
+    )
+    assert any(
+        w.startswith("channels.spare: defined but no rule sends to it") for w in ruleset.warnings
+    )
+
+
+def test_selector_matches_ids_globs_and_sandboxes_together():
+    flow = Flow(id="f1", name="crm-daily", sandbox="prod")
+    assert Selector().matches(flow)
+    assert Selector(names=("crm-*",)).matches(flow)
+    assert not Selector(names=("CRM-*",)).matches(flow)  # case-sensitive
+    assert Selector(ids=("f0", "f1")).matches(flow)
+    assert not Selector(ids=("f2",)).matches(flow)
+    assert not Selector(names=("crm-*",), sandboxes=("dev",)).matches(flow)
+    assert Selector(ids=("f1",), names=("*daily",), sandboxes=("prod",)).matches(flow)
+
+
+def test_selector_accepts_a_string_or_a_list(tmp_path):
+    text = MINIMAL.replace(
+        "status: [failed]}", 'status: failed, flows: {name: "crm-*", id: [a, b]}}'
+    )
+    rule = load_rules(write(tmp_path, text), environ={}).rules[0]
+    assert rule.flows == Selector(ids=("a", "b"), names=("crm-*",))
+    assert rule.status == ("failed",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("4h", timedelta(hours=4)),
+        ("2d", timedelta(days=2)),
+        ("1w", timedelta(weeks=1)),
+        ("1h30m", timedelta(minutes=90)),
+        ("1.5h", timedelta(minutes=90)),
+        ("250ms", timedelta(milliseconds=250)),
+    ],
+)
+def test_parse_duration(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["5", 5, "5 minutes", "m", "", "-5m", "5M", True])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5%", 0.05),
+        ("0.05", 0.05),
+        (0.05, 0.05),
+        ("100%", 1.0),
+        ("0%", 0.0),
+        (1, 1.0),
+        ("12.5 %", 0.125),
+    ],
+)
+def test_parse_ratio(text, expected):
+    assert parse_ratio(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["150%", "-1%", 5, 1.01, "five", "", True])
+def test_parse_ratio_refuses(text):
+    with pytest.raises(ValueError):
+        parse_ratio(text)
+
+
+def test_a_five_megabyte_file_fails_fast(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("rules: []\n" + "# padding\n" * 500_000, encoding="utf-8")
+    started = time.monotonic()
+    [problem] = problems_of(path)
+    assert time.monotonic() - started < 1
+    assert "is refused" in problem and "5,000,010 bytes" in problem
+
+
+def test_an_alias_bomb_is_refused_within_a_second(tmp_path):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    previous = "a"
+    for name in "bcdefghi":
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+        previous = name
+    path = write(tmp_path, "\n".join(lines) + "\nrules: []\n")
+    started = time.monotonic()
+    [problem] = problems_of(path)
+    assert time.monotonic() - started < 1
+    assert "alias bomb" in problem
+
+
+def test_many_aliases_are_refused(tmp_path):
+    text = "x: &x 1\nl: [" + ", ".join(["*x"] * 101) + "]\nrules: []\n"
+    [problem] = problems_of(write(tmp_path, text))
+    assert "more than 100 YAML aliases" in problem
+
+
+def test_unknown_top_level_keys_are_errors_even_when_they_hold_anchors(tmp_path):
+    text = 'x-crm: &crm {name: "crm-*"}\n' + MINIMAL
+    [problem] = problems_of(write(tmp_path, text))
+    assert problem.startswith("unknown key 'x-crm' in the top level")
+
+
+def test_a_few_aliases_and_merge_keys_work(tmp_path):
+    text = """\
+channels: {ops: {terminal: true}}
+defaults: {channels: [ops]}
+rules:
+  - &base {name: a, type: failed_records, above: 5%, flows: &crm {name: "crm-*"}}
+  - {<<: *base, name: b, above: 10%}
+  - {name: c, type: zero_records, flows: *crm}
+"""
+    a, b, c = load_rules(write(tmp_path, text), environ={}).rules
+    assert (a.above, b.above) == (0.05, 0.10)
+    assert b.flows == c.flows == Selector(names=("crm-*",))
+
+
+def test_a_file_that_is_not_utf8_or_missing(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"rules: []\n# caf\xe9\n")
+    [problem] = problems_of(path)
+    assert "not UTF-8 text" in problem
+    [problem] = problems_of(tmp_path / "nope.yaml")
+    assert problem.endswith("nope.yaml: no such file")
+
+
+def test_all_problems_are_reported_at_once_with_a_count(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_rules(BAD[0], environ={})
+    assert str(caught.value) == f"{BAD[0]}: {len(caught.value.problems)} problems"
+    assert len(caught.value.problems) > 1
+
+
+def test_committed_schema_equals_the_generated_one():
+    import json
+
+    committed = json.loads((ROOT / "rules.schema.json").read_text(encoding="utf-8"))
+    assert committed == ruleset_json_schema()
+    rule_types = {
+        ref["$ref"].split("/")[-1] for ref in committed["properties"]["rules"]["items"]["oneOf"]
+    }
+    assert len(rule_types) == 7
+    assert committed["additionalProperties"] is False
