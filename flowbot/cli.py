@@ -327,4 +327,91 @@ def notify() -> None:
     """Send a sample alert to a channel, or preview what a rule would send."""
 
 
+NOTIFY_EVENTS = click.Choice(["firing", "repeat", "resolved", "grouped"])
+
+
+def _templates_dir(settings: Any, ruleset: Any) -> Any:
+    from pathlib import Path
+
+    return ruleset.templates or (Path(settings.templates) if settings.templates else None)
+
+
+@notify.command("test")
+@click.argument("channel")
+@click.option("--event", type=NOTIFY_EVENTS, default="firing", show_default=True)
+@rules_option
+@friendly_errors
+def notify_test(channel: str, event: str, rules_file: str | None) -> None:
+    """Send a sample alert (sample 01: a run with failed records) to CHANNEL, a channel
+    of rules.yaml. Exit 1 when the channel refuses it, 2 on bad configuration."""
+    from flowbot.models import Message
+    from flowbot.notifiers import build_notifier
+    from flowbot.notifiers.sample import sample_notices
+    from flowbot.render import render
+
+    settings, ruleset = _load(rules_file, None)
+    target = ruleset.channels.get(channel)
+    if target is None:
+        known = ", ".join(sorted(ruleset.channels)) or "none"
+        raise ConfigError(f"no channel {channel!r} in {settings.rules} (channels: {known})")
+    notices = sample_notices(event, rule="flowbot-test")
+    body = render(
+        notices,
+        event,
+        target.kind,
+        templates_dir=_templates_dir(settings, ruleset),
+        timezone=ruleset.timezone,
+    )
+    ref = build_notifier(target, settings).send(Message(channel, target.kind, event, body), None)
+    click.echo(
+        f"sent a sample {event} alert to {channel} ({target.kind})"
+        + (f": {dict(ref)}" if ref else "")
+    )
+
+
+@notify.command("preview")
+@click.argument("rule")
+@click.option("--event", type=NOTIFY_EVENTS, default="firing", show_default=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["slack", "webhook", "email", "file", "terminal"]),
+    help="Only this channel kind (default: the kinds of the rule's channels).",
+)
+@rules_option
+@friendly_errors
+def notify_preview(rule: str, event: str, kind: str | None, rules_file: str | None) -> None:
+    """Print what RULE would send for a sample alert (sample 01), per channel kind,
+    without sending anything: check a template change before it ships."""
+    import json
+
+    from flowbot.notifiers.sample import sample_for_rule
+    from flowbot.render import render
+
+    settings, ruleset = _load(rules_file, None)
+    found = ruleset.rule(rule)
+    if found is None:
+        known = ", ".join(r.name for r in ruleset.rules) or "none"
+        raise ConfigError(f"no rule {rule!r} in {settings.rules} (rules: {known})")
+    kinds = [kind] if kind else sorted({ruleset.channels[c].kind for c in found.channels})
+    notices = sample_for_rule(found, event)
+    for each in kinds:
+        body = render(
+            notices,
+            event,
+            each,
+            templates_dir=_templates_dir(settings, ruleset),
+            rule_template=found.template,
+            timezone=ruleset.timezone,
+        )
+        click.echo(f"==== {each} · {event} · {rule}")
+        if each == "email":
+            click.echo(
+                f"Subject: {body['subject']}\n\n{body['text']}\n---- html ----\n{body['html']}"
+            )
+        elif each == "terminal":
+            click.echo(body["text"])
+        else:
+            click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+
+
 # ---------------------------------------------------------------- daemon (issue 6)

@@ -166,3 +166,73 @@ def test_contract_errors_are_classified_and_never_leak_secrets(kind, failure, pe
             assert "550" in str(caught.value)
         for secret in (TOKEN, PASSWORD, "XXXXSECRET"):
             assert secret not in str(caught.value)
+
+
+RULES = """\
+sandboxes: [prod]
+channels:
+  audit:
+    file: out/alerts.jsonl
+  data-ops:
+    slack: "#data-ops"
+rules:
+  - name: run-failed
+    type: status
+    status: [failed]
+    severity: critical
+    owner: "<!subteam^S1|ops>"
+    channels: [audit, data-ops]
+"""
+
+
+def cli_env(tmp_path, **extra):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    return {"FLOWBOT_RULES": str(rules), "FLOWBOT_DB": str(tmp_path / "f.db"), **extra}
+
+
+def test_notify_test_sends_a_sample_to_a_named_channel(tmp_path):
+    from click.testing import CliRunner
+
+    from flowbot.cli import cli
+
+    with slack_server() as slack:
+        env = cli_env(tmp_path, SLACK_BOT_TOKEN=TOKEN, FLOWBOT_SLACK_API_URL=slack.url)
+        result = CliRunner().invoke(cli, ["notify", "test", "data-ops"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "sent a sample firing alert to data-ops (slack)" in result.output
+        [call] = slack.calls
+        assert call.body["channel"] == "#data-ops" and "flowbot-test" in call.body["text"]
+        result = CliRunner().invoke(cli, ["notify", "test", "audit"], env=env)
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "out" / "alerts.jsonl").read_text().count("\n") == 1
+
+
+def test_notify_test_exits_1_when_the_channel_refuses_and_2_for_unknown_channels(tmp_path):
+    from click.testing import CliRunner
+
+    from flowbot.cli import cli
+
+    with slack_server() as slack:
+        slack.fail("chat.postMessage", error="not_in_channel")
+        env = cli_env(tmp_path, SLACK_BOT_TOKEN=TOKEN, FLOWBOT_SLACK_API_URL=slack.url)
+        result = CliRunner().invoke(cli, ["notify", "test", "data-ops"], env=env)
+        assert result.exit_code == 1
+        assert "not_in_channel" in result.output and TOKEN not in result.output
+        result = CliRunner().invoke(cli, ["notify", "test", "nope"], env=env)
+        assert result.exit_code == 2 and "audit, data-ops" in result.output
+
+
+def test_notify_preview_prints_each_kind_of_the_rules_channels_without_sending(tmp_path):
+    from click.testing import CliRunner
+
+    from flowbot.cli import cli
+
+    result = CliRunner().invoke(cli, ["notify", "preview", "run-failed"], env=cli_env(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "==== file · firing · run-failed" in result.output
+    assert "==== slack · firing · run-failed" in result.output
+    assert "<!subteam^S1|ops>" in result.output  # the owner mention is trusted
+    assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(cli, ["notify", "preview", "nope"], env=cli_env(tmp_path))
+    assert result.exit_code == 2 and "run-failed" in result.output

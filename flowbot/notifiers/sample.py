@@ -136,3 +136,29 @@ def sample_notices(event: str = "firing", *, rule: str = "too-many-bad-records")
             out.append(replace(notice, flow=other, finding=replace(finding, flow=other)))
         return out
     return [notice]
+
+
+def sample_for_rule(rule: object, event: str = "firing") -> list[Notice]:
+    """Sample notices dressed as `rule` (a flowbot.rules.Rule: name, type, severity,
+    owner), for `flowbot notify preview RULE`."""
+    name = str(getattr(rule, "name", "flowbot-test"))
+    notices = sample_notices(event, rule=name)
+    changes = {
+        "rule_type": str(getattr(rule, "type", "failed_records")),
+        "severity": str(getattr(rule, "severity", "critical")),
+        "owner": getattr(rule, "owner", None),
+    }
+    return [
+        replace(
+            n,
+            finding=replace(
+                n.finding,
+                rule_type=changes["rule_type"],
+                reason=f"sample alert for rule {name}: sample 01, 1 of 100 records failed",
+            )
+            if n.finding
+            else None,
+            **changes,
+        )
+        for n in notices
+    ]
