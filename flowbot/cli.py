@@ -120,6 +120,45 @@ def rules_test(files: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------- sim (issue 2)
 
 
+@cli.command()
+@click.option(
+    "--scenario",
+    "kind",
+    type=click.Choice(["random", "demo"]),
+    default="random",
+    show_default=True,
+    help="A seeded random world, or the small demo world.",
+)
+@click.option("--flows", default=100, show_default=True, help="Flows in a random world.")
+@click.option("--runs", default=1000, show_default=True, help="Runs in a random world.")
+@click.option("--span", default="1d", show_default=True, help="Spread runs over this much time.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random world.")
+@click.option("--port", default=0, show_default=True, help="Port on 127.0.0.1 (0: a free one).")
+@click.option("--page-size", default=100, show_default=True, help="Most items per page.")
+def sim(kind: str, flows: int, runs: int, span: str, seed: int, port: int, page_size: int) -> None:
+    """Serve a simulated Flow Service and IMS on 127.0.0.1 until Ctrl-C."""
+    from flowbot.sim.scenario import build_scenario, demo_scenario, parse_span
+    from flowbot.sim.server import Simulator, wait_for_signal
+
+    try:
+        window = parse_span(span)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--span") from exc
+    if kind == "demo":
+        world = demo_scenario()
+    else:
+        world = build_scenario(flows=flows, runs=runs, span=window, seed=seed)
+    with Simulator(world, port=port, page_size=page_size) as server:
+        click.echo(f"flowbot sim: {len(world.flows)} flows, {len(world.runs)} runs at {server.url}")
+        click.echo(
+            f"export FLOWBOT_API_URL={server.url} FLOWBOT_IMS_URL={server.ims_url} "
+            f"ADOBE_CLIENT_ID={server.client_id} ADOBE_CLIENT_SECRET={server.client_secret} "
+            f"ADOBE_ORG_ID={server.org_id}"
+        )
+        wait_for_signal()
+    click.echo("flowbot sim: stopped")
+
+
 # ---------------------------------------------------------------- cycle (issue 4)
 
 

@@ -42,6 +42,15 @@ FAILURE_CODES = [
 ]
 
 
+def parse_span(text: str) -> timedelta:
+    """`90m`, `6h`, `2d` (or `30s`) as a timedelta; ValueError otherwise."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    number, unit = text.strip()[:-1], text.strip()[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90m, 6h, 2d)")
+    return timedelta(**{units[unit]: int(number)})
+
+
 def flow_id(name: str, sandbox: str = "prod") -> str:
     """The deterministic id of the flow called `name` (uuid5 of sandbox and name)."""
     key = name if sandbox == "prod" else f"{sandbox}/{name}"

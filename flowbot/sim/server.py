@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -180,7 +181,7 @@ class Simulator:
         self.port = server.server_address[1]
         self._stopping.clear()
         self._thread = threading.Thread(
-            target=server.serve_forever, name="flowbot-sim", daemon=True
+            target=server.serve_forever, args=(0.05,), name="flowbot-sim", daemon=True
         )
         self._thread.start()
         return self
@@ -376,3 +377,22 @@ def failure_reply(status: int, retry_after: float | None) -> Reply:
     message = "The service is temporarily unavailable. Try again later."
     title = "Service Unavailable" if status == 503 else "Internal Server Error"
     return Reply(status, flow_error(f"FLOW-1500-{status}", title, message), headers)
+
+
+def wait_for_signal() -> int:
+    """Block until SIGINT or SIGTERM arrives (main thread only); returns its number."""
+    received: list[int] = []
+    arrived = threading.Event()
+
+    def note(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        arrived.set()
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not arrived.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return received[0]
