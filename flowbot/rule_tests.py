@@ -101,13 +101,14 @@ def run_test_file(path: str | Path) -> list[Outcome]:
     test file or the rules are invalid (not when a test fails)."""
     source = Path(path)
     located, problems = parse_yaml(read_text(source, str(path)), str(path), {})
-    if problems:
-        raise ConfigError(f"{path}: {len(problems)} problems", problems=problems)
+    spec = None
     try:
         spec = TestFile.model_validate(located.data)
     except pydantic.ValidationError as exc:
-        found = [_describe(located, error) for error in exc.errors(include_url=False)]
-        raise ConfigError(f"{path}: {len(found)} problems", problems=found) from None
+        problems += [_describe(located, error) for error in exc.errors(include_url=False)]
+    if problems or spec is None:
+        message = problems[0] if len(problems) == 1 else f"{path}: {len(problems)} problems"
+        raise ConfigError(message, problems=problems)
     ruleset = load_rules(source.parent / spec.rules)
     outcomes = []
     for index, case in enumerate(spec.tests):

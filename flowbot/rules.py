@@ -262,6 +262,8 @@ class _Builder:
             shown = repr(error["input"])
             if len(shown) <= 60 and not isinstance(error["input"], dict | list):
                 message = f"{message}, got {shown}"
+        if kind == "string_type" and isinstance(error.get("input"), bool):
+            message += ' (YAML reads yes/no/on/off as true/false: write it in quotes, "off")'
         return f"{format_path(loc)}: {message} ({self.at(loc)})"
 
     def _is_secretive(self, loc: Path_) -> bool:

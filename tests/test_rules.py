@@ -339,3 +339,8 @@ def test_committed_schema_equals_the_generated_one():
     }
     assert len(rule_types) == 7
     assert committed["additionalProperties"] is False
+
+
+def test_a_yaml_boolean_where_text_is_expected_suggests_quotes(tmp_path):
+    [problem] = problems_of(write(tmp_path, MINIMAL.replace("name: failed", "name: off")))
+    assert problem.startswith("rules[0].name: must be text, got False (YAML reads yes/no/on/off")
