@@ -106,12 +106,16 @@ class Run:
 
     @property
     def all_errors(self) -> tuple[RunError, ...]:
-        """The run's own errors, then each activity's, without exact repeats."""
+        """The run's own errors, then each activity's, without repeats: an activity error
+        that only restates a run-level one (same code and message, no record count) is
+        left out, since Adobe copies the run's error into the activity that raised it."""
+        run_level = {(e.code, e.message) for e in self.errors}
         seen: set[tuple[str, str, int | None, str | None]] = set()
-        out: list[RunError] = []
-        for err in (*self.errors, *(e for a in self.activities for e in a.errors)):
+        out: list[RunError] = list(self.errors)
+        for err in (e for a in self.activities for e in a.errors):
             key = (err.code, err.message, err.record_count, err.activity)
-            if key not in seen:
+            restated = (err.code, err.message) in run_level and err.record_count is None
+            if key not in seen and not restated:
                 seen.add(key)
                 out.append(err)
         return tuple(out)
