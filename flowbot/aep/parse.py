@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from flowbot.models import Activity, Flow, Link, Run, RunError, Schedule
@@ -31,6 +32,8 @@ ALERT_STATES = frozenset({"firing", "inactive"})
 def parse_time(value: Any) -> datetime | None:
     """An epoch number (s, ms or µs, by magnitude; int, float or digit string) or an
     ISO 8601 string → aware UTC datetime. None, zero, negatives and junk → None."""
+    if type(value) is int:
+        return _epoch(value)
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
@@ -43,7 +46,14 @@ def parse_time(value: Any) -> datetime | None:
                 return None
             return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
         value = number
-    if not isinstance(value, int | float) or value <= 0:
+    if not isinstance(value, int | float):
+        return None
+    return _epoch(value)
+
+
+@lru_cache(maxsize=8192)  # a run repeats its times in its activities
+def _epoch(value: int | float) -> datetime | None:
+    if value <= 0:
         return None
     seconds = value if value < MILLIS else value / 1000 if value < MICROS else value / 1_000_000
     try:
@@ -100,9 +110,11 @@ def _path(obj: Any, *keys: str) -> Any:
     return obj
 
 
-def _unprefix(obj: Mapping[str, Any]) -> dict[str, Any]:
+def _unprefix(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     """Legacy I/O events say `xdm:flowId`, `xdm:metrics`: drop the prefix, keeping the
     plain key when both are present."""
+    if "id" in obj and "flowId" in obj:  # the usual, modern payload
+        return obj
     out = dict(obj)
     for key, value in obj.items():
         if isinstance(key, str) and key.startswith(LEGACY_PREFIX):
@@ -116,6 +128,8 @@ def _unprefix(obj: Mapping[str, Any]) -> dict[str, Any]:
 def parse_errors(items: Any, activity: str | None = None) -> tuple[RunError, ...]:
     """`[{code, message|description, recordCount|count}]` → RunErrors; entries with
     neither a code nor a message are dropped."""
+    if not items:
+        return ()
     out: list[RunError] = []
     for item in _list(items):
         if not isinstance(item, dict):
@@ -132,12 +146,13 @@ def parse_errors(items: Any, activity: str | None = None) -> tuple[RunError, ...
 def _status_errors(
     status: Mapping[str, Any], records: Mapping[str, Any], activity: str | None
 ) -> tuple[RunError, ...]:
+    extensions = status.get("extensions")
     found = (
         *parse_errors(status.get("errors"), activity),
-        *parse_errors(_path(status, "extensions", "errors"), activity),
+        *(parse_errors(extensions.get("errors"), activity) if extensions else ()),
         *parse_errors(records.get("failedInfo"), activity),
     )
-    return tuple(dict.fromkeys(found))
+    return tuple(dict.fromkeys(found)) if len(found) > 1 else found
 
 
 def parse_links(activity: Mapping[str, Any], name: str | None = None) -> tuple[Link, ...]:
@@ -150,13 +165,14 @@ def parse_links(activity: Mapping[str, Any], name: str | None = None) -> tuple[L
         if isinstance(value, str) and value:
             out.append(Link(str(key), value, name))
     files = _dict(activity.get("fileSummary"))
-    for holder in (_path(files, "extensions", "manifest"), files.get("manifest")):
+    holders = (_path(files, "extensions", "manifest"), files.get("manifest")) if files else ()
+    for holder in holders:
         info = _dict(holder).get("fileInfo")
         for entry in info if isinstance(info, list) else [info]:
             url = entry.get("path") if isinstance(entry, dict) else entry
             if isinstance(url, str) and url:
                 out.append(Link("fileInfo", url, name))
-    return tuple(dict.fromkeys(out))
+    return tuple(dict.fromkeys(out)) if len(out) > 1 else tuple(out)
 
 
 # ---------------------------------------------------------------- runs
