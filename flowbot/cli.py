@@ -66,11 +66,20 @@ def rules_check(file: str | None) -> None:
     Every problem names the file, line, column and key. Exit 0 when valid, 2 when not.
     """
     import os
+    import pathlib
 
+    from flowbot.errors import ConfigError
+    from flowbot.render import check_templates
     from flowbot.rules import load_rules
 
     path = file or os.environ.get("FLOWBOT_RULES") or "rules.yaml"
     ruleset = load_rules(path)
+    override = os.environ.get("FLOWBOT_TEMPLATES")
+    directories = {ruleset.templates or (pathlib.Path(override) if override else None)}
+    directories |= {rule.template for rule in ruleset.rules if rule.template}
+    problems = [p for d in sorted(directories, key=str) for p in check_templates(d)]
+    if problems:
+        raise ConfigError(f"{len(problems)} template problem(s): {problems[0]}", problems)
     sandboxes = ", ".join(ruleset.sandboxes)
     click.echo(f"{path}: {len(ruleset.rules)} rules, sandboxes {sandboxes}")
     for rule in ruleset.rules:
@@ -454,3 +463,18 @@ def notify_preview(rule: str, event: str, kind: str | None, rules_file: str | No
 
 
 # ---------------------------------------------------------------- daemon (issue 6)
+
+
+@cli.command()
+@friendly_errors
+def demo() -> None:
+    """Show what flowbot sends, without credentials: the simulator, the example rules,
+    two cycles, every Slack and email message, then `flowbot history`."""
+    from pathlib import Path
+
+    from flowbot.demo import run_demo
+
+    def show_history(db: Path) -> None:
+        click.get_current_context().invoke(history, db=str(db))
+
+    run_demo(click.echo, show_history)
