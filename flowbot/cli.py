@@ -470,9 +470,13 @@ def notify_preview(rule: str, event: str, kind: str | None, rules_file: str | No
 def demo() -> None:
     """Show what flowbot sends, without credentials: the simulator, the example rules,
     two cycles, every Slack and email message, then `flowbot history`."""
+    import logging
     from pathlib import Path
 
     from flowbot.demo import run_demo
+    from flowbot.logs import setup_logging
+
+    setup_logging("text", level=logging.WARNING)
 
     def show_history(db: Path) -> None:
         click.get_current_context().invoke(history, db=str(db))
