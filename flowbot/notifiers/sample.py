@@ -4,18 +4,21 @@ The run is sample 01 of the shared Flow Service samples
 (`01-sources-run-success-with-row-errors.json`: a sources run that succeeded with 1 of
 100 records failed, a CONNECTOR error at run level and INGEST/MAPPER errors in the
 promotion activity, with its failedRecords, sampleErrors and fileInfo links), written
-out as models so that it needs no file and no parser.
+parsed from the copy of Adobe's sample shipped as package data (`flowbot/samples/`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
-from flowbot.models import Activity, Finding, Flow, Link, Notice, Run, RunError, Schedule
+from flowbot.models import Finding, Flow, Notice, Run, Schedule
 
 EXPORT = "https://platform.adobe.io/data/foundation/export/batches/01EF01X41KJD82Y9ZX6ET54PCZ"
 FLOW_ID = "c9cef9cb-c934-4467-8ef9-cbc934546741"
+SAMPLE_01 = "01-sources-run-success-with-row-errors.json"
 
 
 def _ms(value: int) -> datetime:
@@ -34,61 +37,11 @@ def sample_flow(name: str = "crm-daily-import", flow_id: str = FLOW_ID) -> Flow:
 
 
 def sample_run() -> Run:
-    """Run 9830305a-… of sample 01, as `flowbot.aep.parse.parse_run` reads it."""
-    promotion_errors = (
-        RunError(
-            "CONNECTOR-2001-500", "Error occurred at promotion activity.", None, "promotionActivity"
-        ),
-        RunError(
-            "INGEST-1212-400",
-            "Encountered 1 errors in the data. Successfully ingested 99 rows. Review the "
-            "associated diagnostic files for additional details.",
-            None,
-            "promotionActivity",
-        ),
-        RunError("MAPPER-3700-400", "Mapper Transform Error", 1, "promotionActivity"),
-    )
-    links = (
-        Link("failedRecords", f"{EXPORT}/meta?path=row_errors", "promotionActivity"),
-        Link("sampleErrors", f"{EXPORT}/meta?path=row_error_samples.json", "promotionActivity"),
-        Link("fileInfo", f"{EXPORT}/meta?path=input_files", "promotionActivity"),
-    )
-    return Run(
-        id="9830305a-985f-47d0-b030-5a985fd7d004",
-        flow_id=FLOW_ID,
-        status="success",
-        started_at=_ms(1596656058198),
-        completed_at=_ms(1596656113306),
-        created_at=_ms(1596656079576),
-        updated_at=_ms(1596656113526),
-        input_records=100,
-        output_records=99,
-        failed_records=1,
-        errors=(RunError("CONNECTOR-2001-500", "Error occurred at promotion activity."),),
-        activities=(
-            Activity(
-                id="copyActivity",
-                name="copyActivity",
-                status="success",
-                started_at=_ms(1596656058198),
-                completed_at=_ms(1596656089650),
-            ),
-            Activity(
-                id="promotionActivity",
-                name="promotionActivity",
-                status="success",
-                started_at=_ms(1596656095333),
-                completed_at=_ms(1596656113306),
-                input_records=100,
-                output_records=99,
-                failed_records=1,
-                errors=promotion_errors,
-                links=links,
-            ),
-        ),
-        etag='"b8003af1-0000-0200-0000-5f2b09f10000"',
-        sandbox="prod",
-    )
+    """Run 9830305a-… of sample 01, parsed from the copy shipped in `flowbot/samples/`."""
+    from flowbot.aep.parse import runs_in
+
+    text = resources.files("flowbot.samples").joinpath(SAMPLE_01).read_text(encoding="utf-8")
+    return runs_in(json.loads(text))[0]
 
 
 def sample_notices(event: str = "firing", *, rule: str = "too-many-bad-records") -> list[Notice]:
