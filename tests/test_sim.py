@@ -397,6 +397,18 @@ def test_put_run_shows_up_and_moves_last_run_details(fresh: Simulator) -> None:
     assert shown["lastRunDetails"]["state"] == "failed"
 
 
+def test_put_run_of_a_run_changed_in_place_is_served_anew(fresh: Simulator) -> None:
+    with session(fresh) as s:
+        run = list_all(s, fresh, "/runs")[0]  # served once, so its JSON is cached
+        changed = fresh.world.scenario.runs[run["id"]]
+        changed["metrics"]["statusSummary"]["status"] = "failed"
+        fresh.put_run(changed)
+        listed = {r["id"]: r for r in list_all(s, fresh, "/runs")}
+        flow = s.get(f"{fresh.url}/flows/{run['flowId']}", timeout=TIMEOUT).json()["items"][0]
+    assert listed[run["id"]]["metrics"]["statusSummary"]["status"] == "failed"
+    assert flow["lastRunDetails"]["id"] != run["id"] or flow["lastRunDetails"]["state"] == "failed"
+
+
 def test_put_flow_replaces_a_flow(fresh: Simulator) -> None:
     flow = copy.deepcopy(next(iter(fresh.world.scenario.flows.values())))
     flow["state"] = "disabled"

@@ -351,9 +351,10 @@ class Simulator:
         kind = parts[0]
         if len(parts) == 1:
             try:
-                return Reply(200, self.world.list(kind, sandbox, request.query))
+                body = self.world.list(kind, sandbox, request.query)
             except ListError as exc:
                 return Reply(400, flow_error(exc.code, "Bad Request", exc.message))
+            return Reply(200, self.world.encode(body))
         item = self.world.get(kind, sandbox, parts[1]) if len(parts) == 2 else None
         if item is None:
             return Reply(404, not_found(kind, parts[1]))

@@ -59,6 +59,7 @@ class World:
         self.runs_by_flow: dict[str, dict[str, None]] = {}
         self.snapshots: OrderedDict[str, list[str]] = OrderedDict()
         self.counter = itertools.count(1)
+        self.encoded: dict[str, tuple[dict[str, Any], bytes]] = {}
         for flow in scenario.flows.values():
             self._index("flows", flow)
         for run in scenario.runs.values():
@@ -83,6 +84,7 @@ class World:
     def put_flow(self, flow: dict[str, Any]) -> None:
         """Add or replace a flow."""
         with self.lock:
+            self.encoded.pop(flow["id"], None)
             self.scenario.put_flow(flow)
             self._index("flows", self.scenario.flows[flow["id"]])
 
@@ -92,6 +94,8 @@ class World:
             old = self.scenario.runs.get(run["id"])
             if old is not None:
                 self.runs_by_flow.get(str(old.get("flowId", "")).lower(), {}).pop(run["id"], None)
+            self.encoded.pop(run["id"], None)
+            self.encoded.pop(str(run.get("flowId")), None)
             self.scenario.put_run(run)
             self._index("runs", run)
 
@@ -159,6 +163,24 @@ class World:
                 following = encode_token({**state, "n": offset + limit})
                 links["next"] = {"href": f"/{kind}?continuationToken={following}"}
             return {"items": page, "_links": links}
+
+    def encode(self, body: dict[str, Any]) -> bytes:
+        """`body` as JSON; each item's JSON is kept until put_run/put_flow replaces it.
+
+        Paging 100,000 runs then serialises each run once, not once per listing.
+        """
+        if "items" not in body:
+            return json.dumps(body).encode()
+        parts = []
+        with self.lock:
+            for item in body["items"]:
+                cached = self.encoded.get(item["id"])
+                if cached is None or cached[0] is not item:
+                    cached = (item, json.dumps(item).encode())
+                    self.encoded[item["id"]] = cached
+                parts.append(cached[1])
+        rest = json.dumps({k: v for k, v in body.items() if k != "items"}).encode()
+        return b'{"items": [' + b", ".join(parts) + b"], " + rest[1:]
 
     def _new_state(self, kind: str, sandbox: str, params: dict[str, list[str]]) -> dict[str, Any]:
         count = (params.get("count") or ["false"])[0].lower() == "true"
