@@ -482,3 +482,26 @@ def demo() -> None:
         click.get_current_context().invoke(history, db=str(db))
 
     run_demo(click.echo, show_history)
+
+
+@cli.command()
+@rules_option
+@db_option
+@friendly_errors
+def run(rules_file: str | None, db: str | None) -> None:
+    """Run the daemon: a cycle every poll_every per sandbox until SIGTERM or Ctrl-C.
+
+    SIGHUP (or an edit of the rules file or templates) reloads the rules; a bad edit is
+    rejected and the previous rules keep running. With FLOWBOT_HTTP_PORT set it serves
+    /healthz, /readyz and /metrics. Exit 0 after a clean stop, 2 on bad configuration
+    or when another `flowbot run` uses the same database.
+    """
+    from flowbot.daemon import AlreadyRunning, serve
+
+    settings, ruleset = _load(rules_file, db)
+    try:
+        code = serve(settings, ruleset)
+    except AlreadyRunning as exc:
+        click.echo(f"flowbot: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(code)

@@ -202,7 +202,12 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
 def run_once(deps: Deps) -> tuple[list[CycleReport], Delivery]:
     """One cycle for every sandbox, then drain the outbox."""
     reports = [run_cycle(deps, sandbox) for sandbox in deps.ruleset.sandboxes]
-    delivery = deliver(
+    return reports, send(deps)
+
+
+def send(deps: Deps) -> Delivery:
+    """Drain the outbox with the deps' notifiers (the send stage of every cycle)."""
+    return deliver(
         deps.store,
         deps.notifiers,
         deps.clock,
@@ -210,7 +215,14 @@ def run_once(deps: Deps) -> tuple[list[CycleReport], Delivery]:
         budget=deps.send_budget,
         step=deps.step,
     )
-    return reports, delivery
+
+
+def record_failure(deps: Deps, sandbox: str, error: str) -> None:
+    """Count a cycle that failed for another reason than the API (a StoreError, a
+    crash) like an API failure: keep the watermark, and after `monitoring.after`
+    queue the meta-alert; the next good cycle queues the recovery."""
+    error = redact(error, deps.settings.secrets())
+    _record_failure(deps, deps.store.watermark(sandbox), deps.clock(), error)
 
 
 # ------------------------------------------------------------------ helpers

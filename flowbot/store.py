@@ -437,6 +437,11 @@ class Store:
             )
         return [_alert_from_row(r) for r in rows]
 
+    def alert_counts(self) -> dict[str, int]:
+        """How many alerts are in each state (firing, resolved), for metrics."""
+        rows = self._rows("SELECT state, count(*) AS n FROM alerts GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
     def insert_alert(
         self,
         *,

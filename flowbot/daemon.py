@@ -1,0 +1,462 @@
+"""`flowbot run`: the composition root and the scheduler (the only module importing
+APScheduler).
+
+    serve(settings, ruleset)
+      ├── lock        <db>.lock (flock): one daemon per database
+      ├── deps        pipeline.build_deps: store, clients, notifiers
+      ├── scheduler   BlockingScheduler (UTC): one `cycle:<sandbox>` job per sandbox
+      │               every poll_every, and a `watch` job polling rules/templates mtimes
+      ├── health      /healthz /readyz /metrics when FLOWBOT_HTTP_PORT is set
+      └── signals     SIGTERM/SIGINT: finish the cycle in flight, exit 0; SIGHUP: reload
+
+A cycle is `pipeline.run_cycle` then `pipeline.send`: the very code of `check --once`.
+Cycles hold one lock (the SQLite connection is shared, and two sandboxes must never
+drain the outbox at once), so they never overlap; a job still running when it is due
+again is skipped (`max_instances=1`), and missed runs after a suspended host or a clock
+jump coalesce into one catch-up cycle.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from flowbot import pipeline
+from flowbot.errors import ConfigError, FlowbotError
+from flowbot.health import HealthServer, readiness
+from flowbot.metrics import Metrics
+from flowbot.outbox import Delivery
+from flowbot.pipeline import CycleReport, Deps
+from flowbot.settings import Settings, redact
+
+log = logging.getLogger("flowbot.daemon")
+
+STOP_TIMEOUT = 30.0  # seconds a stop waits for the cycle in flight
+WATCH_EVERY = 2.0  # seconds between looks at the rules file and templates
+HEARTBEAT_TIMEOUT = 5.0
+
+
+class AlreadyRunning(FlowbotError):
+    """Another `flowbot run` holds the lock of this database."""
+
+
+# ------------------------------------------------------------------ deciding
+
+
+def job_options(poll_every: timedelta, now: datetime) -> dict[str, Any]:
+    """APScheduler options of a sandbox's cycle job: start now, every `poll_every` with
+    a little jitter; never two at once; after a suspend or a clock jump, the missed
+    runs coalesce into one, which the grace time lets through."""
+    seconds = poll_every.total_seconds()
+    jitter = min(seconds * 0.1, 30.0)
+    return {
+        "trigger": IntervalTrigger(seconds=seconds, jitter=jitter, timezone=UTC),
+        "coalesce": True,
+        "max_instances": 1,
+        "misfire_grace_time": max(1, int(seconds + jitter) + 1),
+        "next_run_time": now,
+    }
+
+
+def summary_line(report: CycleReport, delivery: Delivery | None) -> str:
+    """The one log line of a cycle."""
+    head = f"cycle {report.sandbox}: " + ("ok" if report.ok else f"FAILED ({report.error})")
+    sent = (
+        f"{delivery.sent} sent, {delivery.failed} failed, {delivery.pending} pending"
+        if delivery is not None
+        else "not sent"
+    )
+    return (
+        f"{head}; runs {report.runs_read} read, {report.runs_new} new; "
+        f"{report.findings} findings; alerts {report.fired} fired, {report.repeated} repeated, "
+        f"{report.resolved} resolved, {report.muted} muted; messages {report.queued} queued, "
+        f"{sent}; {report.api_requests} API requests; {report.seconds:.2f}s"
+    )
+
+
+def fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime_ns, size) of each file, and of every file under each directory."""
+    out: list[tuple[str, int, int]] = []
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for each in files:
+            try:
+                st = each.stat()
+            except OSError:
+                out.append((str(each), -1, -1))
+                continue
+            out.append((str(each), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def templates_dir(settings: Settings, ruleset: Any) -> Path | None:
+    """The templates that override the defaults (rules.yaml first, then the env)."""
+    if ruleset.templates:
+        return Path(ruleset.templates)
+    return Path(settings.templates) if settings.templates else None
+
+
+def validate(settings: Settings, path: str) -> Any:
+    """Load the rules at `path` and check their templates, as `rules check` does.
+    Raises ConfigError listing every problem."""
+    from flowbot.rules import load_rules
+
+    ruleset = load_rules(path)
+    check_templates(settings, ruleset)
+    return ruleset
+
+
+def check_templates(settings: Settings, ruleset: Any) -> None:
+    """Raise ConfigError listing every problem of the templates the rules will use."""
+    from flowbot.render import check_templates as problems_of
+
+    problems = problems_of(templates_dir(settings, ruleset))
+    if problems:
+        raise ConfigError(f"{len(problems)} template problems", problems=problems)
+
+
+# ------------------------------------------------------------------ talking to the world
+
+
+def acquire_lock(db: str) -> IO[str]:
+    """Hold an exclusive flock on `<db>.lock` for as long as the file stays open.
+    Raises AlreadyRunning when another process holds it."""
+    path = Path(db + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunning(
+            f"another flowbot run (pid {holder}) is already using {db}; "
+            "stop it first (two daemons on one database would send every alert twice)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def ping(url: str, timeout: float = HEARTBEAT_TIMEOUT) -> None:
+    """GET the heartbeat URL; failures are logged (host only), never raised."""
+    host = urlsplit(url).netloc.rsplit("@", 1)[-1] or url[:20]
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            answer.read(1024)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        log.warning("heartbeat to %s failed: %s", host, str(reason).replace(url, host))
+
+
+def _stats(client: Any) -> tuple[dict[Any, int], int]:
+    stats = getattr(client, "stats", None)
+    if stats is None:
+        return {}, 0
+    return dict(stats.by_status), int(stats.token_refreshes)
+
+
+# ------------------------------------------------------------------ the daemon
+
+
+class Daemon:
+    """Runs cycles on a scheduler, reloads rules, and keeps the metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ruleset: Any,
+        deps: Deps,
+        *,
+        scheduler: BaseScheduler | None = None,
+        watch_every: float = WATCH_EVERY,
+        ping_url: Callable[[str], None] = ping,
+    ) -> None:
+        self.settings = settings
+        self.deps = deps
+        self.scheduler = scheduler or BlockingScheduler(timezone=UTC)
+        self.watch_every = watch_every
+        self.ping_url = ping_url
+        self.metrics = Metrics()
+        self.last_ok: dict[str, datetime] = {}
+        self.stopping = False
+        self._cycle_lock = threading.Lock()  # one cycle (and one outbox drain) at a time
+        self._reload_lock = threading.Lock()
+        self._seen = fingerprint(self._watched(ruleset))
+
+    @property
+    def ruleset(self) -> Any:
+        return self.deps.ruleset
+
+    # -------------------------------------------------------------- jobs
+
+    def schedule(self) -> None:
+        """(Re)create one cycle job per sandbox, starting now, and the watch job."""
+        now = datetime.now(UTC)
+        wanted = {f"cycle:{s}" for s in self.ruleset.sandboxes}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("cycle:") and job.id not in wanted:
+                job.remove()
+        for sandbox in self.ruleset.sandboxes:
+            self.scheduler.add_job(
+                self.cycle,
+                args=[sandbox],
+                id=f"cycle:{sandbox}",
+                name=f"cycle {sandbox}",
+                replace_existing=True,
+                **job_options(self.ruleset.poll_every, now),
+            )
+        if self.scheduler.get_job("watch") is None:
+            self.scheduler.add_job(
+                self.watch,
+                IntervalTrigger(seconds=self.watch_every, timezone=UTC),
+                id="watch",
+                name="watch rules",
+                coalesce=True,
+                max_instances=1,
+            )
+
+    def cycle(self, sandbox: str) -> CycleReport | None:
+        """One cycle of `sandbox` and a drain of the outbox; never raises."""
+        with self._cycle_lock:
+            if self.stopping:
+                return None
+            deps = self.deps
+            started = time.monotonic()
+            try:
+                client = deps.client_for(sandbox)
+                before = _stats(client)
+                report = pipeline.run_cycle(deps, sandbox)
+                delivery = pipeline.send(deps)
+                self._count(sandbox, client, before, report, delivery)
+            except FlowbotError as exc:
+                self._crashed(deps, sandbox, str(exc), started)
+                return None
+            except Exception as exc:  # the one broad catch: no cycle may stop the daemon
+                log.exception("cycle for sandbox %s crashed", sandbox)
+                self._crashed(deps, sandbox, f"{type(exc).__name__}: {exc}", started)
+                return None
+        log.info(summary_line(report, delivery))
+        if report.ok:
+            self.last_ok[sandbox] = deps.clock()
+            if self.ruleset.monitoring.heartbeat_url:
+                self.ping_url(self.ruleset.monitoring.heartbeat_url)
+        return report
+
+    def _count(
+        self,
+        sandbox: str,
+        client: Any,
+        before: tuple[dict[Any, int], int],
+        report: CycleReport,
+        delivery: Delivery,
+    ) -> None:
+        m = self.metrics
+        m.inc("flowbot_cycles_total", sandbox=sandbox, result="ok" if report.ok else "failed")
+        m.observe("flowbot_cycle_duration_seconds", report.seconds, sandbox=sandbox)
+        m.inc("flowbot_runs_read_total", report.runs_read, sandbox=sandbox)
+        m.inc("flowbot_findings_total", report.findings, sandbox=sandbox)
+        for channel, outcomes in delivery.by_channel.items():
+            for result, n in outcomes.items():
+                m.inc("flowbot_messages_total", n, channel=channel, result=result)
+        m.set("flowbot_outbox_depth", delivery.pending)
+        m.replace("flowbot_alerts", self.deps.store.alert_counts(), "state")
+        by_status, refreshes = _stats(client)
+        for status, n in by_status.items():
+            delta = n - before[0].get(status, 0)
+            if delta:
+                m.inc("flowbot_api_requests_total", delta, status=str(status))
+        if refreshes > before[1]:
+            m.inc("flowbot_token_refreshes_total", refreshes - before[1])
+        if report.ok:
+            m.set("flowbot_last_success_timestamp_seconds", time.time(), sandbox=sandbox)
+
+    def _crashed(self, deps: Deps, sandbox: str, error: str, started: float) -> None:
+        """A cycle that raised counts as a failed cycle, meta-alert included."""
+        error = redact(error, self.settings.secrets())
+        seconds = time.monotonic() - started
+        log.error("cycle %s: FAILED (%s); %.2fs", sandbox, error, seconds)
+        self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
+        self.metrics.observe("flowbot_cycle_duration_seconds", seconds, sandbox=sandbox)
+        try:
+            pipeline.record_failure(deps, sandbox, error)
+        except FlowbotError as exc:
+            log.error("cycle %s: the failure could not be recorded: %s", sandbox, exc)
+
+    # -------------------------------------------------------------- reload
+
+    def _watched(self, ruleset: Any) -> list[Path]:
+        paths = [Path(self.settings.rules)]
+        extra = templates_dir(self.settings, ruleset)
+        return paths + ([extra] if extra else [])
+
+    def watch(self) -> None:
+        """The mtime poll: reload when the rules file or the templates changed."""
+        if self.stopping:
+            return
+        if fingerprint(self._watched(self.ruleset)) != self._seen:
+            self.reload("rules or templates changed on disk")
+
+    def reload(self, reason: str) -> bool:
+        """Validate the rules file and, when good, run it from the next cycle on.
+        A bad file is logged and announced; the last good rules keep running."""
+        with self._reload_lock:
+            self._seen = fingerprint(self._watched(self.ruleset))
+            try:
+                ruleset = validate(self.settings, self.settings.rules)
+            except ConfigError as exc:
+                self._reject(exc)
+                return False
+            from flowbot.notifiers import build_notifiers
+
+            old = self.ruleset
+            notifiers = build_notifiers(ruleset.channels, self.settings, now=self.deps.clock)
+            with self._cycle_lock:
+                self.deps = replace(self.deps, ruleset=ruleset, notifiers=notifiers)
+            self._seen = fingerprint(self._watched(ruleset))
+            for sandbox in set(old.sandboxes) - set(ruleset.sandboxes):
+                self.last_ok.pop(sandbox, None)
+            if (old.poll_every, old.sandboxes) != (ruleset.poll_every, ruleset.sandboxes):
+                self.schedule()
+            log.info(
+                "rules reloaded (%s): %d rules, sandboxes %s, every %ss",
+                reason,
+                len(ruleset.rules),
+                ", ".join(ruleset.sandboxes),
+                int(ruleset.poll_every.total_seconds()),
+            )
+            for warning in ruleset.warnings:
+                log.warning("rules: %s", warning)
+            return True
+
+    def _reject(self, exc: ConfigError) -> None:
+        problems = exc.problems
+        log.error(
+            "rules reload rejected, the previous rules keep running: %s%s",
+            exc,
+            "".join(f"\n  {p}" for p in problems) if len(problems) > 1 else "",
+        )
+        ruleset = self.ruleset
+        if not ruleset.monitoring.channels:
+            return
+        text = "flowbot: a rules change was rejected; the previous rules keep running.\n" + (
+            "\n".join(problems)
+        )
+        with self._cycle_lock:
+            store = self.deps.store
+            try:
+                with store.transaction():
+                    store.enqueue(pipeline.meta_messages(ruleset, text), self.deps.clock())
+            except FlowbotError as err:
+                log.error("could not queue the rejection notice: %s", err)
+
+    # -------------------------------------------------------------- health
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        ruleset = self.ruleset
+        return readiness(self.last_ok, ruleset.sandboxes, ruleset.poll_every, self.deps.clock())
+
+    # -------------------------------------------------------------- running
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop scheduling; the cycle in flight finishes (see `serve`)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("%s: stopping after the cycle in flight", signal.Signals(signum).name)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no cycle runs (waits at most `timeout` seconds)."""
+        if self._cycle_lock.acquire(timeout=timeout):
+            self._cycle_lock.release()
+            return True
+        return False
+
+
+def _on_signal(daemon: Daemon) -> None:
+    def stop(signum: int, _frame: Any) -> None:
+        threading.Thread(target=daemon.request_stop, args=(signum,), daemon=True).start()
+
+    def hup(_signum: int, _frame: Any) -> None:
+        threading.Thread(target=daemon.reload, args=("SIGHUP",), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
+
+
+def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOUT) -> int:
+    """Run the daemon until SIGTERM/SIGINT. Returns the exit code: 0 after a clean
+    stop, 1 when the cycle in flight did not finish within `stop_timeout`.
+
+    Raises AlreadyRunning (another daemon holds the database) and ConfigError."""
+    check_templates(settings, ruleset)
+    lock = acquire_lock(settings.db)
+    _route_scheduler_logs()
+    deps = pipeline.build_deps(settings, ruleset)
+    daemon = Daemon(settings, ruleset, deps)
+    health = None
+    try:
+        if settings.http_port:
+            health = HealthServer(
+                settings.http_host,
+                settings.http_port,
+                ready=daemon.ready,
+                metrics=daemon.metrics.render,
+            ).start()
+            log.info("health and metrics on %s", health.url)
+        daemon.schedule()
+        _on_signal(daemon)
+        log.info(
+            "flowbot run: %d rules, sandboxes %s, every %ss, database %s",
+            len(ruleset.rules),
+            ", ".join(ruleset.sandboxes),
+            int(ruleset.poll_every.total_seconds()),
+            settings.db,
+        )
+        for warning in ruleset.warnings:
+            log.warning("rules: %s", warning)
+        if not daemon.stopping:
+            daemon.scheduler.start()
+        if not daemon.wait_idle(stop_timeout):
+            log.error("the cycle in flight did not finish within %ss; exiting", stop_timeout)
+            logging.shutdown()
+            os._exit(1)  # the executor's threads would otherwise hold the process
+        log.info("flowbot run: stopped")
+        return 0
+    finally:
+        if health is not None:
+            health.stop()
+        daemon.deps.store.close()
+        lock.close()
+
+
+def _route_scheduler_logs() -> None:
+    """APScheduler's warnings (a skipped or missed run) go where flowbot's logs go."""
+    ours = logging.getLogger("flowbot")
+    theirs = logging.getLogger("apscheduler")
+    theirs.setLevel(logging.WARNING)
+    theirs.propagate = False
+    for handler in ours.handlers:
+        theirs.addHandler(handler)
