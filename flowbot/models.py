@@ -7,7 +7,7 @@ compare through `state`, which is lower case.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -72,7 +72,7 @@ class Run:
     failed_records: int | None = None
     skipped_records: int | None = None
     errors: tuple[RunError, ...] = ()  # metrics.statusSummary.errors
-    activities: tuple[Activity, ...] = ()
+    activities: Sequence[Activity] = ()  # a tuple, or parsed on first use (aep.parse)
     etag: str = ""
     sandbox: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)

@@ -292,3 +292,13 @@ def test_file_info_may_be_a_list_of_paths():
         }
     )
     assert [link.url for link in run.links] == ["https://x/1", "https://x/2"]
+
+
+def test_activities_are_parsed_on_first_use_and_behave_like_a_tuple():
+    run = parse_run(load("01")["items"][0])
+    assert run.activities._parsed is None  # listing does not pay for activities
+    names = [a.id for a in run.activities]
+    assert names == ["copyActivity", "promotionActivity"]
+    assert run.activities == tuple(run.activities) and len(run.activities) == 2
+    assert run.activities[1].failed_records == 1
+    assert hash(run) == hash(parse_run(load("01")["items"][0]))

@@ -9,10 +9,10 @@ and the caller logs and skips it. Timestamps are epoch milliseconds, sometimes s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 from flowbot.models import Activity, Flow, Link, Run, RunError, Schedule
 
@@ -199,6 +199,50 @@ def parse_activity(obj: Mapping[str, Any], index: int = 0) -> Activity:
     )
 
 
+class LazyActivities(Sequence[Activity]):
+    """A run's activities, parsed on first use: listing 100,000 runs reads only the
+    run-level fields, and a cycle looks inside the activities of the few runs it judges."""
+
+    __slots__ = ("_items", "_parsed")
+
+    def __init__(self, items: list[Any]) -> None:
+        self._items = items
+        self._parsed: tuple[Activity, ...] | None = None
+
+    def _all(self) -> tuple[Activity, ...]:
+        if self._parsed is None:
+            self._parsed = tuple(
+                parse_activity(item, i)
+                for i, item in enumerate(self._items)
+                if isinstance(item, dict)
+            )
+        return self._parsed
+
+    @overload
+    def __getitem__(self, index: int) -> Activity: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Activity, ...]: ...
+    def __getitem__(self, index: int | slice) -> Activity | tuple[Activity, ...]:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[Activity]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 def parse_run(obj: Any) -> Run:
     """A run object (`GET /runs` item, I/O event value, alert payload) → Run.
 
@@ -214,11 +258,7 @@ def parse_run(obj: Any) -> Run:
     duration = _dict(metrics.get("durationSummary"))
     records = _dict(metrics.get("recordSummary"))
     status = _dict(metrics.get("statusSummary"))
-    activities = tuple(
-        parse_activity(item, i)
-        for i, item in enumerate(_list(run.get("activities")))
-        if isinstance(item, dict)
-    )
+    activities = LazyActivities(_list(run.get("activities")))
     return Run(
         id=run_id,
         flow_id=_text(run.get("flowId")),
