@@ -1,0 +1,40 @@
+"""Startup: the wall time of `flowbot --help`, as a user's shell runs it.
+
+    .venv/bin/python -m bench.startup      (BENCH_STARTUP_RUNS, default 10)
+
+Each run is a fresh `.venv/bin/flowbot --help` process; one unmeasured run first warms
+the OS file cache. The reference is a bare `python -c pass` measured the same way: the
+interpreter's own floor on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, size, summary
+
+
+def wall(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def run(runs: int | None = None) -> dict[str, Any]:
+    runs = runs or size("STARTUP_RUNS", 10)
+    flowbot = str(Path(sys.executable).with_name("flowbot"))
+    commands = {"flowbot_help": [flowbot, "--help"], "python_bare": [sys.executable, "-c", "pass"]}
+    result: dict[str, Any] = {"runs": runs}
+    for name, command in commands.items():
+        wall(command)
+        result[name] = summary([wall(command) for _ in range(runs)])
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
