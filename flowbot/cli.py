@@ -263,8 +263,9 @@ def history(
     alerts = store.alerts(flow=flow, rule=rule, since=start, limit=limit)
     messages = store.messages(alert_ids=[a.id for a in alerts], limit=limit * 20)
     by_alert: dict[int, list[Any]] = {}
-    for m in messages:
-        by_alert.setdefault(m.alert_id, []).append(m)
+    for m in messages:  # a grouped message belongs to each alert it speaks for
+        for alert_id in [m.alert_id] if m.alert_id is not None else store.group_of(m.id):
+            by_alert.setdefault(alert_id, []).append(m)
     if not alerts:
         click.echo("no alerts")
     for a in alerts:

@@ -240,3 +240,4 @@ class Message:
     event: Event
     body: Mapping[str, Any]
     alert_id: int | None = None  # threads follow the alert's first message
+    group: tuple[int, ...] = ()  # a grouped message: the alerts it speaks for

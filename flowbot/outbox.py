@@ -117,6 +117,9 @@ def _send_one(
     step(f"sent:{row.id}")
     if ref and row.alert_id is not None and thread is None:
         store.set_thread(row.alert_id, channel, ref)
+    elif ref and row.alert_id is None:
+        for alert_id in store.group_of(row.id):  # their replies go to the group's thread
+            store.set_thread(alert_id, channel, ref)
     log.info("message %s (%s) sent to %s", row.id, row.event, channel)
     report.sent += 1
     report.count(channel, "sent")

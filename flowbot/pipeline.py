@@ -104,6 +104,7 @@ def route(
     for item in outgoing:
         rule = ruleset.rule(item.rule)
         alert_id = alert_ids.get(item.keys[0]) if len(item.keys) == 1 else None
+        group = () if alert_id else tuple(alert_ids[k] for k in item.keys if k in alert_ids)
         for name in rule.channels:
             channel = ruleset.channels[name]
             body = render(
@@ -114,7 +115,7 @@ def route(
                 rule_template=rule.template,
                 timezone=ruleset.timezone,
             )
-            messages.append(Message(name, channel.kind, item.event, body, alert_id))
+            messages.append(Message(name, channel.kind, item.event, body, alert_id, group))
     return messages
 
 

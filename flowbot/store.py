@@ -90,7 +90,18 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial]
+def m002_grouped_messages(db: sqlite_utils.Database) -> None:
+    """A grouped message speaks for many alerts: link it to each of them, so that
+    history shows it under every alert and their later replies share its thread."""
+    db.execute(
+        """CREATE TABLE message_alerts (
+            message_id INTEGER NOT NULL, alert_id INTEGER NOT NULL,
+            PRIMARY KEY (message_id, alert_id))"""
+    )
+    db.execute("CREATE INDEX message_alerts_alert ON message_alerts(alert_id)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_grouped_messages]
 
 
 # ------------------------------------------------------------------ values
@@ -523,6 +534,7 @@ class Store:
     # -------------------------------------------------------------- outbox
 
     def enqueue(self, messages: Iterable[Message], now: datetime) -> int:
+        messages = list(messages)
         rows = [
             {
                 "alert_id": m.alert_id,
@@ -537,10 +549,22 @@ class Store:
             }
             for m in messages
         ]
-        if rows:
-            with self.guard():
-                self.db["outbox"].insert_all(rows)
+        with self.guard():
+            for message, row in zip(messages, rows, strict=True):
+                message_id = self.db["outbox"].insert(row).last_pk
+                for alert_id in message.group:
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO message_alerts VALUES (?, ?)", (message_id, alert_id)
+                    )
         return len(rows)
+
+    def group_of(self, message_id: int) -> list[int]:
+        """The alerts a grouped message speaks for (empty for a single alert's message)."""
+        rows = self._rows(
+            "SELECT alert_id FROM message_alerts WHERE message_id = ? ORDER BY alert_id",
+            (message_id,),
+        )
+        return [r["alert_id"] for r in rows]
 
     def pending(self, channel: str | None = None) -> list[OutboxRow]:
         """Pending messages in the order they were queued (per channel, that order is kept)."""
@@ -586,8 +610,12 @@ class Store:
         if alert_ids is not None:
             if not alert_ids:
                 return []
-            sql += f" AND alert_id IN ({','.join('?' * len(alert_ids))})"
-            params += list(alert_ids)
+            marks = ",".join("?" * len(alert_ids))
+            sql += (
+                f" AND (alert_id IN ({marks}) OR id IN "
+                f"(SELECT message_id FROM message_alerts WHERE alert_id IN ({marks})))"
+            )
+            params += list(alert_ids) * 2
         if since:
             sql += " AND created >= ?"
             params.append(to_ms(since))
@@ -654,6 +682,9 @@ class Store:
                 "DELETE FROM alerts WHERE state = 'resolved' AND resolved < ?", (cut,)
             ).rowcount
             self.db.execute("DELETE FROM threads WHERE alert_id NOT IN (SELECT id FROM alerts)")
+            self.db.execute(
+                "DELETE FROM message_alerts WHERE message_id NOT IN (SELECT id FROM outbox)"
+            )
         return {"runs": runs, "messages": sent, "alerts": alerts}
 
 

@@ -194,6 +194,10 @@ def test_a_storm_becomes_one_grouped_message(world):
     reports, _ = world.cycle()
     assert reports[0].fired == 8
     assert world.events() == [("grouped", "storm", 8)]
+    # The grouped message shows under each of its alerts in history.
+    for alert in world.store.alerts(rule="storm"):
+        [message] = world.store.messages(alert_ids=[alert.id])
+        assert message.event == "grouped" and message.state == "sent"
 
 
 def test_an_unreachable_api_keeps_the_watermark_and_exits_not_ok(world):
