@@ -1,0 +1,358 @@
+"""`flowbot run` (issue 6): a real subprocess against the simulator over HTTP, a real
+SQLite file and file channels: cycles, stop, reload (signal and mtime, good and bad),
+a removed rule, the meta-alert and its recovery, the lock, a missing rules file. And,
+in process: the scheduler options (a clock jump gives one catch-up cycle), a crashing
+cycle that keeps the daemon alive and counts as a failure, the heartbeat."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from daemon_harness import Running, free_port, sim_env, wait_until
+
+from flowbot import daemon
+from flowbot.daemon import AlreadyRunning, Daemon, acquire_lock, job_options, summary_line
+from flowbot.errors import ConfigError
+from flowbot.outbox import Delivery
+from flowbot.pipeline import CycleReport, build_deps
+from flowbot.rules import load_rules
+from flowbot.settings import Secret, Settings
+from flowbot.sim.payloads import make_flow, make_run
+from flowbot.sim.scenario import Scenario
+from flowbot.sim.server import Simulator
+from flowbot.store import Store
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+RULES = """
+sandboxes: [prod]
+poll_every: 1s
+lookback: 24h
+channels:
+  audit: {file: alerts.jsonl}
+  ops: {file: ops.jsonl}
+defaults:
+  channels: [audit]
+monitoring:
+  channels: [ops]
+  after: 2s
+rules:
+  - name: run-failed
+    type: status
+    status: [failed]
+    flows: {name: "crm-*"}
+"""
+
+MAPPING_RULE = """
+  - name: mapping-errors
+    type: error_code
+    codes: ["MAPPER-*"]
+"""
+
+
+def flow(name):
+    return make_flow(name=name, flow_id=f"id-{name}", start_at=NOW - timedelta(days=3))
+
+
+def failed(name, minutes_ago, code="CONNECTOR-2001-500"):
+    at = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return make_run(
+        f"id-{name}", status="failed", started_at=at, completed_at=at + timedelta(minutes=1),
+        failed_records=0, errors=[{"code": code, "message": "boom"}],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def sim():
+    scenario = Scenario(now=NOW)
+    for name in ("crm-daily", "crm-contacts", "web-import"):
+        scenario.put_flow(flow(name))
+    with Simulator(scenario, port=0) as server:
+        yield server
+
+
+def fired(bot, channel="alerts.jsonl"):
+    return [(m["event"], m["rule"], m["flow"]["name"]) for m in bot.events(channel)]
+
+
+# ------------------------------------------------------------------ subprocess
+
+
+def test_run_cycles_alerts_logs_json_and_stops_cleanly_on_sigterm(tmp_path, sim):
+    sim.put_run(failed("crm-daily", 30))
+    env = {"FLOWBOT_LOG_FORMAT": "json"}
+    with Running(tmp_path, sim, RULES, env=env) as bot:
+        wait_until(lambda: fired(bot), what="the first alert")
+        bot.wait_cycles(2)
+        assert fired(bot) == [("firing", "run-failed", "crm-daily")]  # once, not per cycle
+        sim.put_run(failed("crm-contacts", 1))
+        wait_until(lambda: len(fired(bot)) == 2, what="the second alert")
+        assert bot.stop(timeout=10) == 0
+    lines = [json.loads(line) for line in bot.log().splitlines()]
+    summaries = [e["message"] for e in lines if e["message"].startswith("cycle prod: ok")]
+    assert summaries and "runs " in summaries[0] and "API requests" in summaries[0]
+    assert any("1 fired" in s for s in summaries)
+    assert lines[-1]["message"] == "flowbot run: stopped"
+    assert sim.client_secret not in bot.log()
+    store = Store(bot.db)
+    try:
+        names = {(a.flow_name, a.state) for a in store.alerts(rule="run-failed")}
+    finally:
+        store.close()
+    assert names == {("crm-daily", "firing"), ("crm-contacts", "firing")}
+
+
+def test_sigint_also_stops_with_exit_0(tmp_path, sim):
+    with Running(tmp_path, sim, RULES) as bot:
+        bot.wait_cycles(1)
+        bot.signal(signal.SIGINT)
+        assert bot.wait_exit(timeout=10) == 0
+    assert "SIGINT: stopping" in bot.log()
+
+
+def test_sighup_good_edit_fires_a_new_rule_and_a_bad_edit_keeps_the_old_rules(tmp_path, sim):
+    sim.put_run(failed("web-import", 20, code="MAPPER-3001-400"))
+    with Running(tmp_path, sim, RULES) as bot:
+        bot.wait_cycles(1)
+        assert fired(bot) == []  # web-import is not crm-*: no rule matches yet
+        bot.rules.write_text(RULES + MAPPING_RULE)
+        bot.signal(signal.SIGHUP)
+        bot.wait_log("rules reloaded (SIGHUP): 2 rules")
+        sim.put_run(failed("web-import", 1, code="MAPPER-3001-400"))  # runs judged as they come
+        wait_until(lambda: fired(bot), what="the new rule to fire")
+        assert fired(bot) == [("firing", "mapping-errors", "web-import")]
+
+        bad = RULES + MAPPING_RULE + "    treshold: 5\n"
+        bot.rules.write_text(bad)
+        with pytest.raises(ConfigError) as expected:
+            load_rules(bot.rules)
+        bot.signal(signal.SIGHUP)
+        log = bot.wait_log("rules reload rejected")
+        assert str(expected.value) in log  # the same words as `rules check`
+        wait_until(lambda: bot.events("ops.jsonl"), what="the rejection notice")
+        assert "rejected" in bot.events("ops.jsonl")[0]["text"]
+        # The last good rules keep working.
+        sim.put_run(failed("crm-daily", 1))
+        wait_until(lambda: len(fired(bot)) == 2, what="an alert under the old rules")
+        assert fired(bot)[-1] == ("firing", "run-failed", "crm-daily")
+        assert bot.stop() == 0
+
+
+def test_an_edit_on_disk_reloads_and_a_removed_rule_resolves_quietly(tmp_path, sim):
+    sim.put_run(failed("crm-daily", 20))
+    with Running(tmp_path, sim, RULES + MAPPING_RULE) as bot:
+        wait_until(lambda: fired(bot), what="the first alert")
+        bot.rules.write_text(RULES.replace("name: run-failed", "name: run-broke"))
+        bot.wait_log("rules reloaded (rules or templates changed on disk)")
+        bot.wait_cycles(2)
+        sim.put_run(failed("crm-daily", 1))
+
+        def states():
+            store = Store(bot.db)
+            try:
+                return {(a.rule, a.state) for a in store.alerts()}
+            finally:
+                store.close()
+
+        wait_until(lambda: ("run-broke", "firing") in states(), what="the renamed rule")
+        assert ("run-failed", "resolved") in states()
+        events = fired(bot)
+        assert ("resolved", "run-failed", "crm-daily") not in events
+        assert events.count(("firing", "run-broke", "crm-daily")) == 1
+        assert bot.stop() == 0
+
+
+def test_the_api_failing_sends_a_meta_alert_then_a_recovery(tmp_path, sim):
+    with Running(tmp_path, sim, RULES) as bot:
+        bot.wait_cycles(1)
+        sim.fail_next(4, status=403)  # refused, not retried: one request per cycle
+        wait_until(lambda: bot.events("ops.jsonl"), what="the meta-alert")
+        degraded = bot.events("ops.jsonl")[0]["text"]
+        assert "monitoring degraded for sandbox prod since" in degraded
+        wait_until(lambda: len(bot.events("ops.jsonl")) == 2, what="the recovery")
+        assert "monitoring recovered for sandbox prod" in bot.events("ops.jsonl")[1]["text"]
+        assert "cycle prod: FAILED" in bot.log()
+        assert bot.stop() == 0
+
+
+def test_a_second_daemon_on_the_same_database_refuses_with_exit_2(tmp_path, sim):
+    with Running(tmp_path, sim, RULES) as first:
+        first.wait_cycles(1)
+        second = subprocess.run(
+            [sys.executable, "-m", "flowbot", "run"],
+            cwd=tmp_path, env=first.env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "already using" in lines[0] and str(first.db) in lines[0]
+        assert first.proc.poll() is None  # the first one runs on
+        assert first.stop() == 0
+
+
+def test_a_missing_rules_file_is_one_line_and_exit_2(tmp_path, sim):
+    env = {**sim_env(sim), "FLOWBOT_DB": str(tmp_path / "x.db"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "flowbot", "run", "--rules", str(tmp_path / "nope.yaml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope.yaml" in lines[0] and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ in process
+
+
+def test_a_clock_jump_gives_one_catch_up_cycle_not_a_burst():
+    scheduler = BackgroundScheduler(timezone=UTC)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    job = scheduler.add_job(print, id="cycle:prod", **job_options(timedelta(minutes=5), start))
+    assert (job.coalesce, job.max_instances) == (True, 1)
+    assert job.next_run_time == start  # starts at once
+    # The host sleeps for 3 hours: 36 runs were missed.
+    woke = start + timedelta(hours=3, seconds=7)
+    missed = job._get_run_times(woke)  # what APScheduler computes on waking
+    assert len(missed) >= 30
+    # coalesce → only the latest is submitted, and it is within the grace time, so it runs.
+    latest = missed[-1]
+    assert woke - latest <= timedelta(seconds=job.misfire_grace_time)
+    assert job.trigger.interval == timedelta(minutes=5)
+    assert 0 < job.trigger.jitter <= 30
+
+
+def test_the_lock_is_exclusive_and_released_on_close(tmp_path):
+    db = str(tmp_path / "flowbot.db")
+    held = acquire_lock(db)
+    with pytest.raises(AlreadyRunning, match="already using"):
+        acquire_lock(db)
+    held.close()
+    acquire_lock(db).close()
+
+
+def test_summary_line_names_every_figure():
+    report = CycleReport("prod", runs_read=12, runs_new=3, findings=2, fired=1, queued=2,
+                         api_requests=4, seconds=0.5)  # fmt: skip
+    line = summary_line(report, Delivery(sent=2, pending=1))
+    assert line == (
+        "cycle prod: ok; runs 12 read, 3 new; 2 findings; alerts 1 fired, 0 repeated, "
+        "0 resolved, 0 muted; messages 2 queued, 2 sent, 0 failed, 1 pending; "
+        "4 API requests; 0.50s"
+    )
+
+
+class Clock:
+    def __init__(self, at):
+        self.at = at
+
+    def __call__(self):
+        return self.at
+
+
+class Heartbeats(ThreadingHTTPServer):
+    def __init__(self):
+        self.paths: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
+            def do_GET(handler):  # noqa: N802, N805
+                self.paths.append(handler.path)
+                handler.send_response(200)
+                handler.send_header("Content-Length", "2")
+                handler.end_headers()
+                handler.wfile.write(b"ok")
+
+            def log_message(handler, *args):  # noqa: N805
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture
+def beats():
+    server = Heartbeats()
+    yield server
+    server.close()
+
+
+def in_process(tmp_path, sim, rules, clock, client_for=None):
+    (tmp_path / "rules.yaml").write_text(rules)
+    settings = Settings(
+        **{"db": str(tmp_path / "flowbot.db"), "rules": str(tmp_path / "rules.yaml")},
+        api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id, org_id=sim.org_id,
+        client_secret=Secret(sim.client_secret),
+    )  # fmt: skip
+    ruleset = load_rules(settings.rules)
+    deps = build_deps(settings, ruleset, clock=clock)
+    if client_for is not None:
+        deps.client_for = client_for
+    return Daemon(settings, ruleset, deps, scheduler=BackgroundScheduler(timezone=UTC))
+
+
+@pytest.fixture
+def logged(caplog):
+    """caplog, also when an earlier test turned off propagation of flowbot's logger."""
+    logger = logging.getLogger("flowbot")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_a_crashing_cycle_is_logged_counted_and_raises_the_meta_alert(tmp_path, sim, logged):
+    clock = Clock(NOW)
+
+    def broken(sandbox):
+        raise RuntimeError("a bug in a stage")
+
+    bot = in_process(tmp_path, sim, RULES, clock, client_for=broken)
+    try:
+        with logged.at_level("ERROR", logger="flowbot"):
+            assert bot.cycle("prod") is None  # did not raise: the daemon lives on
+        [crash, *_] = logged.records
+        assert crash.getMessage() == "cycle for sandbox prod crashed"
+        assert crash.exc_info and crash.exc_info[0] is RuntimeError  # with a traceback
+        assert bot.metrics.value("flowbot_cycles_total", sandbox="prod", result="error") == 1
+        assert bot.deps.store.watermark("prod").failing_since == NOW
+        clock.at = NOW + timedelta(seconds=3)  # past monitoring.after (2s)
+        bot.cycle("prod")
+        [meta] = bot.deps.store.pending("ops")
+        assert "monitoring degraded for sandbox prod" in meta.body["text"]
+        assert "RuntimeError: a bug in a stage" in meta.body["text"]
+        assert "prod" not in bot.last_ok
+    finally:
+        bot.deps.store.close()
+
+
+def test_a_good_cycle_calls_the_heartbeat_and_a_dead_heartbeat_is_not_fatal(
+    tmp_path, sim, beats, logged
+):
+    port = beats.server_address[1]
+    beat = f"  heartbeat_url: http://127.0.0.1:{port}/ping/abc\n"
+    rules = RULES.replace("  after: 2s\n", "  after: 2s\n" + beat)
+    bot = in_process(tmp_path, sim, rules, Clock(NOW))
+    try:
+        report = bot.cycle("prod")
+        assert report is not None and report.ok
+        assert beats.paths == ["/ping/abc"]
+        assert bot.metrics.value("flowbot_cycles_total", sandbox="prod", result="ok") == 1
+        dead = f"http://127.0.0.1:{free_port()}/ping"
+        with logged.at_level("WARNING", logger="flowbot"):
+            daemon.ping(dead, timeout=2)
+        assert "heartbeat to 127.0.0.1" in logged.text
+    finally:
+        bot.deps.store.close()
