@@ -54,7 +54,7 @@ from flowbot.models import Finding, Flow, Notice, Run, RunError
 
 log = logging.getLogger("flowbot.render")
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"  # also ./templates
 EVENTS = ("firing", "repeat", "resolved", "grouped")
 KINDS = ("slack", "webhook", "email", "file", "terminal")
 
