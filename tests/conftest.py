@@ -1,0 +1,57 @@
+"""Small fixtures shared by the reliability suites: an injectable clock and an SMTP
+server on loopback that can be stopped and started again on the same port."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from servers import SMTPServer, _SMTPHandler, free_port
+
+SOAK = os.environ.get("FLOWBOT_SOAK") == "1"
+
+
+class Clock:
+    """A settable UTC clock: `clock()` is now, `clock.advance(minutes=5)` moves it."""
+
+    def __init__(self, at: datetime | None = None) -> None:
+        self.at = at or datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, **kw: float) -> None:
+        self.at += timedelta(**kw)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+class RestartableSMTP(SMTPServer):
+    """An aiosmtpd server (tests/servers.py's handler) that can go down and come back."""
+
+    def __init__(self) -> None:
+        super().__init__("127.0.0.1", free_port())
+        self.controller = None
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(_SMTPHandler(self), hostname=self.host, port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp():
+    server = RestartableSMTP()
+    server.start()
+    yield server
+    server.stop()
