@@ -5,7 +5,7 @@ every `repeat_after` while findings keep coming (a new failed run, a flow still 
 and resolves when evaluation reports the pair clear. Silences mute sending, never
 evaluation: a muted alert still fires, counts and resolves, and is marked muted. A
 muted alert that was never notified is announced as firing once its silence ends.
-Many flows firing one rule in one cycle become one grouped message (`group_at`).
+Many flows firing one rule with one error code in a cycle become one grouped message.
 """
 
 from __future__ import annotations
@@ -198,19 +198,26 @@ def _notice(
     )
 
 
+def _leading_code(notice: Notice) -> str:
+    errors = notice.finding.errors if notice.finding else ()
+    return errors[0].code if errors else ""
+
+
 def plan(changes: Sequence[Change], group_at: int) -> list[Outgoing]:
-    """Group the notices to send: per rule, `group_at` or more firing (or resolved)
-    notices in one cycle become one grouped message; the rest go one by one."""
-    by_rule: dict[tuple[str, str], list[Change]] = {}
+    """Group the notices to send: `group_at` or more firing (or resolved) notices of one
+    rule with the same leading error code in one cycle become one grouped message (a
+    storm); the rest go one by one, so a different failure is never buried in a storm."""
+    groups: dict[tuple[str, str, str], list[Change]] = {}
     out: list[Outgoing] = []
     for change in changes:
         if change.notice is None:
             continue
         if change.notice.event in ("firing", "resolved"):
-            by_rule.setdefault((change.rule, change.notice.event), []).append(change)
+            key = (change.rule, change.notice.event, _leading_code(change.notice))
+            groups.setdefault(key, []).append(change)
         else:
             out.append(Outgoing(change.rule, "repeat", (change.notice,), (change.key,)))
-    for (rule, _event), items in by_rule.items():
+    for (rule, _event, _code), items in groups.items():
         if len(items) >= max(group_at, 2):
             notices = tuple(c.notice for c in items if c.notice)
             out.append(Outgoing(rule, "grouped", notices, tuple(c.key for c in items)))

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from flowbot.alerts import decide, is_silenced, plan
-from flowbot.models import Evaluation, Finding, Flow, Run
+from flowbot.models import Evaluation, Finding, Flow, Run, RunError
 from flowbot.store import AlertRow, Silence
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -32,10 +32,10 @@ class FakeRules:
         return next((r for r in self.rules if r.name == name), None)
 
 
-def finding(flow=FLOW, run_id="r1", minutes_ago=5, rule="run-failed"):
-    run = Run(
-        id=run_id, flow_id=flow.id, status="failed", started_at=NOW - timedelta(minutes=minutes_ago)
-    )
+def finding(flow=FLOW, run_id="r1", minutes_ago=5, rule="run-failed", code="CONNECTOR-1001-500"):
+    started = NOW - timedelta(minutes=minutes_ago)
+    errors = (RunError(code, "failed"),) if code else ()
+    run = Run(id=run_id, flow_id=flow.id, status="failed", started_at=started, errors=errors)
     return Finding(rule, "status", flow, run, "run failed")
 
 
@@ -137,3 +137,13 @@ def test_below_group_at_every_flow_gets_its_own_message():
     evaluation = Evaluation(tuple(finding(flow=f, run_id=f"r{i}") for i, f in enumerate(flows)))
     out = plan(decide(FakeRules(), [], evaluation, [], {}, {}, NOW), group_at=10)
     assert [o.event for o in out] == ["firing"] * 3
+
+
+def test_a_different_error_is_not_buried_in_a_storm():
+    flows = [Flow(id=f"s{i}", name=f"store-sync-{i:02}", sandbox="prod") for i in range(10)]
+    storm = [finding(flow=f, run_id=f"r{i}") for i, f in enumerate(flows)]
+    other = finding(flow=FLOW, run_id="rx", code="CONNECTOR-2001-500")
+    out = plan(decide(FakeRules(), [], Evaluation((*storm, other)), [], {}, {}, NOW), group_at=10)
+    assert sorted((o.event, len(o.notices)) for o in out) == [("firing", 1), ("grouped", 10)]
+    [single] = [o for o in out if o.event == "firing"]
+    assert single.keys == (("run-failed", "f1"),)
