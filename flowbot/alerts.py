@@ -11,7 +11,7 @@ Many flows firing one rule with one error code in a cycle become one grouped mes
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Protocol
@@ -124,7 +124,7 @@ def decide(
             "muted": muted,
         }
         if alert is None:
-            notice = None if muted else _notice("firing", rule, latest, now, len(findings))
+            notice = None if muted else _notice("firing", rule, flow, latest, now, len(findings))
             fields = {**common, "count": len(findings)}
             if notice:
                 fields["last_notified"] = now
@@ -138,7 +138,7 @@ def decide(
                 event = "firing"
             elif now - alert.last_notified >= rule.repeat_after:
                 event = "repeat"
-        notice = _notice(event, rule, latest, alert.first_seen, count) if event else None
+        notice = _notice(event, rule, flow, latest, alert.first_seen, count) if event else None
         if notice:
             fields["last_notified"] = now
         changes.append(Change("update", rule.name, flow, alert.id, notice, muted, fields))
@@ -160,41 +160,35 @@ def decide(
         muted = is_silenced(silences, rule.name, flow)
         notice = None
         if rule.send_resolved and alert.last_notified is not None and not muted:
-            notice = Notice(
-                event="resolved",
-                rule=rule.name,
-                rule_type=rule.type,
-                severity=rule.severity,
-                flow=flow,
-                finding=None,
-                first_seen_at=alert.first_seen,
-                owner=rule.owner,
-                resolved_by=_newest_finished(history.get(alert.flow_id, ())),
-                count=alert.count,
-                sandbox=flow.sandbox or alert.sandbox,
+            resolved_by = _newest_finished(history.get(alert.flow_id, ()))
+            notice = _notice("resolved", rule, flow, None, alert.first_seen, alert.count)
+            notice = replace(
+                notice, resolved_by=resolved_by, sandbox=notice.sandbox or alert.sandbox
             )
         changes.append(Change("resolve", rule.name, flow, alert.id, notice, muted, fields))
     return changes
 
 
 def _notice(
-    event: Literal["firing", "repeat"],
+    event: Literal["firing", "repeat", "resolved"],
     rule: Any,
-    finding: Finding,
+    flow: Flow,
+    finding: Finding | None,
     first_seen: datetime,
     count: int,
 ) -> Notice:
+    run_sandbox = finding.run.sandbox if finding and finding.run else ""
     return Notice(
         event=event,
         rule=rule.name,
         rule_type=rule.type,
         severity=rule.severity,
-        flow=finding.flow,
+        flow=flow,
         finding=finding,
         first_seen_at=first_seen,
         owner=rule.owner,
         count=count,
-        sandbox=finding.flow.sandbox or (finding.run.sandbox if finding.run else ""),
+        sandbox=flow.sandbox or run_sandbox,
     )
 
 
