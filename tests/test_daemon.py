@@ -356,3 +356,28 @@ def test_a_good_cycle_calls_the_heartbeat_and_a_dead_heartbeat_is_not_fatal(
         assert "heartbeat to 127.0.0.1" in logged.text
     finally:
         bot.deps.store.close()
+
+
+def test_a_reload_reschedules_on_new_sandboxes_and_rejects_a_broken_template(tmp_path, sim):
+    bot = in_process(tmp_path, sim, RULES, Clock(NOW))
+    try:
+        bot.schedule()
+        assert sorted(j.id for j in bot.scheduler.get_jobs()) == ["cycle:prod", "watch"]
+        rules = RULES.replace("sandboxes: [prod]", "sandboxes: [prod, dev]")
+        (tmp_path / "rules.yaml").write_text(rules.replace("poll_every: 1s", "poll_every: 2s"))
+        assert bot.reload("test") is True
+        jobs = {j.id: j for j in bot.scheduler.get_jobs()}
+        assert sorted(jobs) == ["cycle:dev", "cycle:prod", "watch"]
+        assert jobs["cycle:dev"].trigger.interval == timedelta(seconds=2)
+
+        (tmp_path / "tpl" / "slack").mkdir(parents=True)
+        (tmp_path / "tpl" / "slack" / "firing.j2").write_text("{{ alert.flow.name }")
+        (tmp_path / "rules.yaml").write_text(RULES + "templates: tpl\n")
+        assert bot.reload("test") is False  # a template syntax error: rejected
+        assert bot.ruleset.sandboxes == ("prod", "dev") and bot.ruleset.templates is None
+        [notice] = bot.deps.store.pending("ops")
+        assert "rejected" in notice.body["text"] and "firing.j2" in notice.body["text"]
+        bot.watch()  # the same bad file on disk: not announced again
+        assert len(bot.deps.store.pending("ops")) == 1
+    finally:
+        bot.deps.store.close()
