@@ -126,7 +126,12 @@ def parse_yaml(text: str, shown: str, environ: Mapping[str, str]) -> tuple[Locat
         not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
     ):
         raise ConfigError(f"{shown}: the file is empty; see the example rules.yaml")
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: the reader refuses at once
+        before = text[: exc.position]
+        where = f"{shown}:{before.count(chr(10)) + 1}:{len(before.rsplit(chr(10), 1)[-1]) + 1}"
+        raise ConfigError(f"{where}: invalid YAML: {exc.reason}") from None
     try:
         node = loader.get_single_node()
     except _TooManyAliases:
