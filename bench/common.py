@@ -46,7 +46,13 @@ def rss_mb() -> float:
 
 
 def max_rss_mb() -> float:
-    """The peak resident set size of this process so far, in MB."""
+    """The peak resident set size of this process so far (VmHWM), in MB. Not
+    getrusage's ru_maxrss: on Linux a child inherits its parent's peak across fork and
+    exec, so a small child of a big parent would report the parent's figure."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

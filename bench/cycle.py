@@ -269,8 +269,13 @@ def run(
             sim.put_run(payload)
         result: dict[str, Any] = {"flows": flows, "new_runs": new, "repeat": repeat,
                                   "prepare_seconds": round(prepared, 1), "stored": {}}  # fmt: skip
-        for count in sorted(bed.bases):
-            samples = [measure(bed, count) for _ in range(repeat)]
+        counts = sorted(bed.bases)
+        taken: dict[int, list[dict[str, Any]]] = {count: [] for count in counts}
+        for _ in range(repeat):  # alternate the sizes so that load on the machine hits both
+            for count in counts:
+                taken[count].append(measure(bed, count))
+        for count in counts:
+            samples = taken[count]
             traced = measure(bed, count, tracemalloc=True)
             first = samples[0]
             result["stored"][str(count)] = {
