@@ -22,9 +22,9 @@ class RedactSecrets(logging.Filter):
         if self.secrets:
             record.msg = redact(record.getMessage(), self.secrets)
             record.args = ()
-            if record.exc_info:
+            if record.exc_info and not record.exc_text:
+                # Formatters use exc_text when it is set: the traceback is shown redacted.
                 text = logging.Formatter().formatException(record.exc_info)
-                record.exc_info = None
                 record.exc_text = redact(text, self.secrets)
         return True
 
@@ -39,10 +39,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        elif record.exc_text:
+        if record.exc_text:
             entry["traceback"] = record.exc_text
+        elif record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
@@ -66,5 +66,7 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
+    # Records still propagate: nothing above us has a handler in production, and test
+    # harnesses (pytest's caplog) keep seeing them after a command set logging up.
+    root.propagate = True
     return handler
