@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "bench" / "_work"  # git-ignored scratch: databases, rules, logs
+# Scratch (databases, rules, logs): bench/_work/, git-ignored, or $BENCH_WORK.
+WORK = Path(os.environ.get("BENCH_WORK") or ROOT / "bench" / "_work")
 
 
 def size(name: str, default: int) -> int:
