@@ -15,6 +15,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import SOAK
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +33,8 @@ PROFILE = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
+# Also selected by `make soak` (-m slow), where FLOWBOT_SOAK=1 raises the examples.
+pytestmark = pytest.mark.slow
 
 OBJECTS = [obj for path in sorted(SAMPLES.glob("*.json"))
            for obj in objects_in(json.loads(path.read_text()))]  # fmt: skip
