@@ -565,3 +565,16 @@ def test_sim_bad_credentials_name_ims_not_the_secret(sim):
     assert sim.ims_url in str(caught.value) and "invalid_client" in str(caught.value)
     assert "wrong-secret" not in str(caught.value)
     client.close()
+
+
+def test_a_listing_pauses_the_cyclic_gc_and_always_restores_it():
+    import gc
+
+    from flowbot.aep.client import _cyclic_gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with _cyclic_gc_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("a page failed")
+    assert gc.isenabled()
