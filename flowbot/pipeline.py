@@ -165,11 +165,15 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         flows = store.flows(sandbox)
         by_id = {f.id: f for f in flows}
         unfinished = set(store.unfinished_run_flow_ids(sandbox))
+        # Runs are judged as they arrive or change (and unfinished ones as time passes):
+        # the cost follows what changed, not how many flows are watched or firing.
         watched = {r.flow_id for r in changed} | unfinished
         firing = store.firing_alerts(sandbox)
-        watched |= {a.flow_id for a in firing if a.flow_id in by_id and _is_run_level(ruleset, a)}
-        history = store.recent_runs(sorted(watched), _history_depth(ruleset), parse_run)
-        evaluation = evaluate(ruleset, flows, history, {r.id for r in changed}, now)
+        changed_ids = {r.id for r in changed}
+        history = store.recent_runs(
+            sorted(watched), _history_depth(ruleset), parse_run, full=changed_ids
+        )
+        evaluation = evaluate(ruleset, flows, history, changed_ids, now)
         report.findings = len(evaluation.findings)
         deps.step("evaluated")
 
@@ -291,11 +295,6 @@ def _history_depth(ruleset: Any) -> int:
     windows = [getattr(r, "window", None) or 0 for r in ruleset.rules]
     streaks = [getattr(r, "in_a_row", None) or 0 for r in ruleset.rules]
     return max([10, *windows, *streaks]) + 1
-
-
-def _is_run_level(ruleset: Any, alert: Any) -> bool:
-    rule = ruleset.rule(alert.rule)
-    return bool(rule is not None and getattr(rule, "is_run_level", False))
 
 
 def _request_count(client: Any) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,6 +103,12 @@ def m002_grouped_messages(db: sqlite_utils.Database) -> None:
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_grouped_messages]
 
+
+# The columns a run is rebuilt from without parsing its raw JSON.
+LIGHT_COLUMNS = (
+    "id, flow_id, sandbox, status, finished, started, completed, "
+    "input_records, output_records, failed_records, etag"
+)
 
 # ------------------------------------------------------------------ values
 
@@ -415,21 +421,38 @@ class Store:
         return [r["flow_id"] for r in rows]
 
     def recent_runs(
-        self, flow_ids: Iterable[str], limit: int, parse: Callable[[dict[str, Any]], Run]
+        self,
+        flow_ids: Iterable[str],
+        limit: int,
+        parse: Callable[[dict[str, Any]], Run],
+        full: Collection[str] = (),
     ) -> dict[str, list[Run]]:
-        """Each flow's newest `limit` runs, newest first, parsed from their raw JSON."""
+        """Each flow's newest `limit` runs, newest first.
+
+        Runs up to and including the newest finished one, and the runs in `full`, are
+        parsed from their raw JSON (errors, activities, links: what rules and messages
+        read). Older ones only count toward windows and streaks: they are built from the
+        stored columns (status, times, record counts), which keeps a cycle's cost flat as
+        history grows.
+        """
         out: dict[str, list[Run]] = {}
         for flow_id in flow_ids:
             rows = self._rows(
-                "SELECT raw FROM runs WHERE flow_id = ? ORDER BY started DESC LIMIT ?",
+                f"SELECT {LIGHT_COLUMNS} FROM runs WHERE flow_id = ? ORDER BY started DESC LIMIT ?",
                 (flow_id, limit),
             )
-            runs = []
+            runs: list[Run] = []
+            finished_seen = False
             for row in rows:
+                if finished_seen and row["id"] not in full:
+                    runs.append(_light_run(row))
+                    continue
+                raw = self._rows("SELECT raw FROM runs WHERE id = ?", (row["id"],))[0]["raw"]
                 try:
-                    runs.append(parse(json.loads(row["raw"])))
+                    runs.append(parse(json.loads(raw)))
                 except ValueError:
                     continue
+                finished_seen = finished_seen or bool(row["finished"])
             out[flow_id] = runs
         return out
 
@@ -486,13 +509,26 @@ class Store:
             )
             return int(cursor.lastrowid or 0)
 
+    ALERT_FIELDS = frozenset(
+        {"state", "flow_name", "last_seen", "last_notified", "resolved", "count",
+         "last_run_id", "reason", "muted"}
+    )  # fmt: skip
+
     def update_alert(self, alert_id: int, **values: Any) -> None:
+        """Set some of an alert's fields (ALERT_FIELDS); datetimes are stored as ms."""
+        unknown = set(values) - self.ALERT_FIELDS
+        if unknown:
+            raise ValueError(f"not alert fields: {sorted(unknown)}")
         fields = {k: (to_ms(v) if isinstance(v, datetime) else v) for k, v in values.items()}
-        for key in ("muted",):
-            if key in fields:
-                fields[key] = int(bool(fields[key]))
+        if "muted" in fields:
+            fields["muted"] = int(bool(fields["muted"]))
+        if not fields:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.guard():
-            self.db["alerts"].update(alert_id, fields)
+            self.db.execute(
+                f"UPDATE alerts SET {assignments} WHERE id = ?", (*fields.values(), alert_id)
+            )
 
     def alerts(
         self,
@@ -694,6 +730,21 @@ class Store:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _light_run(r: Mapping[str, Any]) -> Run:
+    return Run(
+        id=r["id"],
+        flow_id=r["flow_id"],
+        status=r["status"] or "",
+        started_at=from_ms(r["started"]),
+        completed_at=from_ms(r["completed"]),
+        input_records=r["input_records"],
+        output_records=r["output_records"],
+        failed_records=r["failed_records"],
+        etag=r["etag"] or "",
+        sandbox=r["sandbox"],
+    )
 
 
 def _flow_from_row(r: Mapping[str, Any]) -> Flow:

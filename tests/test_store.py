@@ -82,6 +82,24 @@ def test_recent_runs_are_newest_first_and_limited(store):
     assert [r.id for r in got["f1"]] == ["r0", "r1", "r2"]
 
 
+def test_recent_runs_parse_only_up_to_the_newest_finished_run_and_the_changed_ones(store):
+    runs = [run("r0", status="inProgress", started=NOW - timedelta(hours=0))]
+    runs += [run(f"r{i}", status="failed", started=NOW - timedelta(hours=i)) for i in (1, 2, 3)]
+    store.upsert_runs(runs, NOW)
+    parsed = []
+
+    def parse(raw):
+        parsed.append(raw["id"])
+        return run(raw["id"], status="parsed")
+
+    got = store.recent_runs(["f1"], 10, parse, full={"r3"})["f1"]
+    assert parsed == ["r0", "r1", "r3"]
+    assert [(r.id, r.status) for r in got] == [
+        ("r0", "parsed"), ("r1", "parsed"), ("r2", "failed"), ("r3", "parsed"),
+    ]  # fmt: skip
+    assert got[2].started_at == NOW - timedelta(hours=2) and got[2].sandbox == "prod"
+
+
 def test_watermark_round_trips(store):
     assert store.watermark("prod") == Watermark("prod")
     mark = Watermark(
