@@ -55,3 +55,17 @@ def smtp():
     server.start()
     yield server
     server.stop()
+
+
+# Secret values the tests configure (client secrets, Slack tokens, SMTP passwords). No log
+# record of any test may carry one: checked after every test of the suite.
+SECRET_VALUES = ("sim-secret", "xoxb-", "s3cr3t", "pw-9876")
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs(caplog: pytest.LogCaptureFixture):
+    yield
+    records = [*caplog.get_records("setup"), *caplog.get_records("call")]
+    text = "\n".join(r.getMessage() + "\n" + (r.exc_text or "") for r in records)
+    leaked = [value for value in SECRET_VALUES if value in text]
+    assert not leaked, f"a log record carries a secret ({leaked}):\n{text[-2000:]}"

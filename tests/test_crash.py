@@ -1,11 +1,12 @@
-"""The crash suite (issue 7): `flowbot check --once` as a real process against the
-simulator and the local Slack look-alike, killed with SIGKILL at random moments and
-restarted, while a script of events makes flows fail, fail again (no new message within
+"""The crash suite (issue 7): `flowbot check --once`, and the `flowbot run` daemon, as
+real processes against the simulator and the local Slack look-alike, killed with SIGKILL
+at random moments and restarted, while a script of events makes flows fail, fail again (no new message within
 repeat_after) and recover. Afterwards Slack must have received every message the script
 calls for, in order per flow, none twice except the one in flight at a kill, and the
 database must pass `PRAGMA integrity_check`.
 
-`make test` runs 50 steps; `make soak` (FLOWBOT_SOAK=1) runs 300."""
+`make test` runs 50 steps of `check --once` and 25 steps (50+ cycles) of the daemon;
+`make soak` (FLOWBOT_SOAK=1) runs 300 and 150."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SOAK
+from daemon_harness import Running
 from servers import slack_server
 
 from flowbot.sim.payloads import make_flow, make_run
@@ -127,13 +129,35 @@ def collapse(events: list[str]) -> tuple[list[str], int]:
     return out, len(events) - len(out)
 
 
-def crash_run(tmp_path, steps: int, seed: int) -> None:
-    (tmp_path / "rules.yaml").write_text(RULES)
+def quiet_world() -> Scenario:
     now = datetime.now(UTC)
     scenario = Scenario(now=now)
     for name in FLOWS:
         scenario.put_flow(make_flow(f"id-{name}", name=name, start_at=now - timedelta(days=3)))
         scenario.put_run(run_of(name, "success", 0))
+    return scenario
+
+
+def check_truth(slack, script: Script, kills: int, steps: int, db: Path) -> int:
+    """Every message the script calls for arrived, in order per flow, and the only
+    repeats are messages in flight at a kill; the database is intact. The repeats."""
+    got = posted(slack)
+    total_repeats = 0
+    for name in FLOWS:
+        events, repeats = collapse(got[name])
+        assert events == script.expected[name], name
+        total_repeats += repeats
+    assert total_repeats <= kills
+    assert sum(len(v) for v in script.expected.values()) >= steps // 3  # the script did things
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    return total_repeats
+
+
+def crash_run(tmp_path, steps: int, seed: int) -> None:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    scenario = quiet_world()
     rng = random.Random(seed)
     script = Script(seed)
     kills = 0
@@ -149,19 +173,42 @@ def crash_run(tmp_path, steps: int, seed: int) -> None:
         for _ in range(2):
             check_once(env, None)
         elapsed = time.monotonic() - started
-        got = posted(slack)
-    assert kills >= steps // 3, f"only {kills} kills landed in {steps} steps"
-    total_repeats = 0
-    for name in FLOWS:
-        events, repeats = collapse(got[name])
-        assert events == script.expected[name], name
-        total_repeats += repeats
-    assert total_repeats <= kills
-    assert sum(len(v) for v in script.expected.values()) >= steps // 3  # the script did things
-    with sqlite3.connect(tmp_path / "flowbot.db") as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
-    print(f"{steps} steps, {kills} kills, {total_repeats} repeated messages, {elapsed:.0f} s")
+        assert kills >= steps // 3, f"only {kills} kills landed in {steps} steps"
+        repeats = check_truth(slack, script, kills, steps, tmp_path / "flowbot.db")
+    print(f"{steps} steps, {kills} kills, {repeats} repeated messages, {elapsed:.0f} s")
+
+
+def daemon_crash_run(tmp_path, steps: int, seed: int) -> None:
+    """`flowbot run` polling every second, killed at random points of its cycles."""
+    rules = RULES.replace("poll_every: 1m", "poll_every: 1s")
+    rng = random.Random(seed)
+    script = Script(seed)
+    kills = cycles = 0
+    with Simulator(quiet_world()) as sim, slack_server() as slack:
+        env = {"SLACK_BOT_TOKEN": "xoxb-crash-suite", "FLOWBOT_SLACK_API_URL": slack.url}
+        bot = Running(tmp_path, sim, rules, env=env).start()
+        try:
+            bot.wait_cycles(1, timeout=60)
+            for _ in range(steps):
+                script.step(sim)
+                if rng.random() < 0.6:
+                    time.sleep(rng.uniform(0.0, 1.2))  # somewhere in its next cycle
+                    bot.proc.kill()
+                    bot.wait_exit()
+                    bot.__exit__()
+                    kills += 1
+                    cycles += bot.cycles()
+                    bot = Running(tmp_path, sim, rules, env=env).start()
+                bot.wait_cycles(2, timeout=60)  # a whole cycle after the change
+            bot.wait_cycles(2, timeout=60)
+            cycles += bot.cycles()
+            assert bot.stop() == 0
+            assert "Traceback" not in bot.log()
+        finally:
+            bot.__exit__()
+        repeats = check_truth(slack, script, kills, steps, tmp_path / "flowbot.db")
+    assert cycles >= 2 * steps and kills >= steps // 3, (cycles, kills)
+    print(f"daemon: {steps} steps, {cycles} cycles, {kills} kills, {repeats} repeated messages")
 
 
 def test_kill_9_at_random_points_loses_no_alert_and_repeats_at_most_the_one_in_flight(tmp_path):
@@ -172,3 +219,13 @@ def test_kill_9_at_random_points_loses_no_alert_and_repeats_at_most_the_one_in_f
 @pytest.mark.skipif(not SOAK, reason="soak only (FLOWBOT_SOAK=1)")
 def test_kill_9_soak(tmp_path):
     crash_run(tmp_path, steps=300, seed=int(time.time()))
+
+
+def test_the_daemon_killed_at_random_points_loses_no_alert(tmp_path):
+    daemon_crash_run(tmp_path, steps=25, seed=2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SOAK, reason="soak only (FLOWBOT_SOAK=1)")
+def test_the_daemon_kill_9_soak(tmp_path):
+    daemon_crash_run(tmp_path, steps=150, seed=int(time.time()))
