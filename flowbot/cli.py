@@ -171,8 +171,9 @@ def sim(kind: str, flows: int, runs: int, span: str, seed: int, port: int, page_
 # ---------------------------------------------------------------- cycle (issue 4)
 
 
-def _load(rules_file: str | None, db: str | None) -> tuple[Any, Any]:
-    """Settings from the environment (with command-line overrides) and the rules."""
+def _load(rules_file: str | None, db: str | None, level: int = 20) -> tuple[Any, Any]:
+    """Settings from the environment (with command-line overrides) and the rules; logs
+    at `level` (20 = INFO) and above go to stderr."""
     from dataclasses import replace
 
     from flowbot.logs import setup_logging
@@ -184,7 +185,7 @@ def _load(rules_file: str | None, db: str | None) -> tuple[Any, Any]:
         settings = replace(settings, rules=rules_file)
     if db:
         settings = replace(settings, db=db)
-    setup_logging(settings.log_format, settings.secrets())
+    setup_logging(settings.log_format, settings.secrets(), level=level)
     return settings, load_rules(settings.rules)
 
 
@@ -214,15 +215,17 @@ db_option = click.option(
 
 @cli.command()
 @click.option("--once", is_flag=True, help="Run one cycle now and exit (the only mode of check).")
+@click.option("-v", "--verbose", is_flag=True, help="Also log retries and each message sent.")
 @rules_option
 @db_option
 @friendly_errors
-def check(once: bool, rules_file: str | None, db: str | None) -> None:
+def check(once: bool, verbose: bool, rules_file: str | None, db: str | None) -> None:
     """Run one cycle now: read, evaluate, alert, send. Exit 1 if anything is undelivered
-    or the API could not be read, 2 on bad configuration."""
+    or the API could not be read, 2 on bad configuration. The summary says what went
+    wrong in one line; --verbose shows the retries and each message as well."""
     from flowbot.pipeline import build_deps, run_once
 
-    settings, ruleset = _load(rules_file, db)
+    settings, ruleset = _load(rules_file, db, level=20 if verbose else 40)
     deps = build_deps(settings, ruleset)
     reports, delivery = run_once(deps)
     for r in reports:

@@ -119,3 +119,22 @@ def test_silence_needs_a_rule_or_a_flow(env):
     variables, _, _ = env
     result = CliRunner().invoke(cli, ["silence", "add", "--reason", "x"], env=variables)
     assert result.exit_code == 2 and "--rule or --flow" in result.output
+
+
+def test_check_once_with_a_bad_environment_value_is_one_line_and_exit_2(env):
+    variables, _, _ = env
+    result = CliRunner().invoke(cli, ["check", "--once"], env={**variables, "SMTP_PORT": "abc"})
+    assert result.exit_code == 2 and "SMTP_PORT" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_check_once_in_a_sandbox_without_access_names_it_and_exits_1(env, tmp_path):
+    variables, _, _ = env
+    rules = tmp_path / "other.yaml"
+    rules.write_text(RULES.replace("sandboxes: [prod]", "sandboxes: [staging]"))
+    result = CliRunner().invoke(cli, ["check", "--once", "--rules", str(rules)], env=variables)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "staging" in result.output and "403" in result.output
+    assert variables["ADOBE_CLIENT_SECRET"] not in result.output
+    [line] = [x for x in result.output.splitlines() if "403" in x]  # one clear line
+    assert line.startswith("staging: cycle failed: Flow Service GET /flows in sandbox 'staging'")
