@@ -298,15 +298,8 @@ def _history_depth(ruleset: Any) -> int:
 
 
 def _request_count(client: Any) -> int:
-    stats = getattr(client, "stats", None)
-    if stats is None:
-        return 0
-    total = getattr(stats, "requests", None)
-    if isinstance(total, int):
-        return total
-    if isinstance(stats, Mapping):
-        return int(stats.get("requests", 0))
-    return 0
+    """HTTP requests the client has made so far (FlowClient.stats.requests)."""
+    return int(getattr(getattr(client, "stats", None), "requests", 0))
 
 
 def _iso(at: datetime) -> str:
