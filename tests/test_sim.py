@@ -23,8 +23,9 @@ from flowbot.sim.scenario import Scenario, build_scenario, demo_scenario, flow_i
 from flowbot.sim.server import Simulator
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "flowservice"
-SPEC = SHARED / "openapi" / "flow-service-sources.openapi.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "flowbot" / "samples"  # Adobe's documented payloads, shipped with flowbot
+SPEC = ROOT / "tests" / "data" / "openapi" / "flow-service-sources.openapi.yaml"
 TIMEOUT = 5
 
 
@@ -174,7 +175,7 @@ def test_unknown_or_missing_sandbox_is_forbidden_like_sample_24(
     response = api.get(sim.url + "/flows", timeout=TIMEOUT)
     assert response.status_code == 403
     sample = json.loads(
-        (SHARED / "samples" / "24-flowservice-error-403-forbidden.json").read_text()
+        (SAMPLES / "24-flowservice-error-403-forbidden.json").read_text()
     )
     assert response.json().keys() == sample.keys()
     assert response.json()["type"].endswith("FLOW-2120-403")
@@ -255,7 +256,7 @@ def test_unknown_id_answers_404_shaped_like_sample_23(
     response = api.get(f"{sim.url}/{kind}/84224def-0000-0000-0000-000000000000", timeout=TIMEOUT)
     assert response.status_code == 404
     sample = json.loads(
-        (SHARED / "samples" / "23-flowservice-error-404-flow-not-found.json").read_text()
+        (SAMPLES / "23-flowservice-error-404-flow-not-found.json").read_text()
     )
     body = response.json()
     assert body.keys() == sample.keys() and body["report"].keys() == sample["report"].keys()
