@@ -174,9 +174,7 @@ def test_unknown_or_missing_sandbox_is_forbidden_like_sample_24(
         api.headers["x-sandbox-name"] = sandbox
     response = api.get(sim.url + "/flows", timeout=TIMEOUT)
     assert response.status_code == 403
-    sample = json.loads(
-        (SAMPLES / "24-flowservice-error-403-forbidden.json").read_text()
-    )
+    sample = json.loads((SAMPLES / "24-flowservice-error-403-forbidden.json").read_text())
     assert response.json().keys() == sample.keys()
     assert response.json()["type"].endswith("FLOW-2120-403")
 
@@ -255,9 +253,7 @@ def test_unknown_id_answers_404_shaped_like_sample_23(
 ) -> None:
     response = api.get(f"{sim.url}/{kind}/84224def-0000-0000-0000-000000000000", timeout=TIMEOUT)
     assert response.status_code == 404
-    sample = json.loads(
-        (SAMPLES / "23-flowservice-error-404-flow-not-found.json").read_text()
-    )
+    sample = json.loads((SAMPLES / "23-flowservice-error-404-flow-not-found.json").read_text())
     body = response.json()
     assert body.keys() == sample.keys() and body["report"].keys() == sample["report"].keys()
     assert body["type"].endswith("FLOW-1439-404") and body["report"]["type"] == kind
