@@ -220,6 +220,24 @@ NOTES = """\
 """
 
 
+def daemon_memory_lines() -> list[str]:
+    """The real daemon's memory, from `python -m bench.daemon_memory` (18 minutes, so run
+    on its own) when bench/results/daemon_memory.json is there."""
+    path = Path(__file__).parent / "results" / "daemon_memory.json"
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    after = ", ".join(f"{mb} MB after {n}" for n, mb in saved["rss_mb_after_cycles"].items())
+    return [
+        "## The daemon's own memory",
+        "",
+        f"`flowbot run` against the simulator, one cycle a second, alerts firing and "
+        f"resolving (`python -m bench.daemon_memory`, {saved['when']}): {after} cycles "
+        f"(growth {saved['growth_mb']} MB, most of it in the first 500 cycles).",
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any], table: list[dict[str, Any]]) -> str:
     """bench/results.md: the §7 table, then each benchmark's details."""
     meta = results["meta"]
@@ -244,7 +262,7 @@ def markdown(results: dict[str, Any], table: list[dict[str, Any]]) -> str:
         )
     for figure, target, where in TESTED:
         lines.append(f"| {figure} | see tests | – | – | {target} | tested in {where} |")
-    lines += ["", *NOTES.splitlines(), "", "## Details", ""]
+    lines += ["", *NOTES.splitlines(), "", *daemon_memory_lines(), "## Details", ""]
     for name in NAMES:
         if name in results:
             lines += [f"### {name}", "", "```json", json.dumps(results[name], indent=2), "```", ""]
