@@ -1,5 +1,5 @@
-"""SQLite memory through sqlite-utils: flows, runs, watermarks, alerts, threads, the
-outbox and silences. The only module that knows table names or writes SQL.
+"""The Store: flows, runs, watermarks, alerts, threads, the outbox and silences in
+SQLite, behind methods named for what the pipeline needs.
 
 Times are stored as epoch milliseconds (UTC). One cycle's decisions are written in
 one transaction (`with store.transaction():`); sending marks each message on its own,
@@ -12,7 +12,6 @@ import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,154 +19,22 @@ from typing import Any
 import sqlite_utils
 
 from flowbot.errors import StoreError
-from flowbot.models import FINISHED_STATES, Flow, Message, Run, Schedule
-
-
-def to_ms(at: datetime | None) -> int | None:
-    return None if at is None else int(at.timestamp() * 1000)
-
-
-def from_ms(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
-
-
-# ------------------------------------------------------------------ migrations
-
-
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db.execute(
-        """CREATE TABLE flows (
-            id TEXT PRIMARY KEY, sandbox TEXT NOT NULL, name TEXT, state TEXT,
-            frequency TEXT, interval INTEGER, schedule_start INTEGER, org_id TEXT,
-            last_run_id TEXT, last_run_state TEXT, last_run_started INTEGER,
-            etag TEXT, refreshed INTEGER, raw TEXT)"""
-    )
-    db.execute("CREATE INDEX flows_sandbox ON flows(sandbox)")
-    db.execute(
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, sandbox TEXT NOT NULL, status TEXT,
-            finished INTEGER NOT NULL, started INTEGER, completed INTEGER,
-            input_records INTEGER, output_records INTEGER, failed_records INTEGER,
-            etag TEXT, seen INTEGER, raw TEXT)"""
-    )
-    db.execute("CREATE INDEX runs_flow_started ON runs(flow_id, started DESC)")
-    db.execute("CREATE INDEX runs_unfinished ON runs(sandbox) WHERE finished = 0")
-    db.execute("CREATE INDEX runs_started ON runs(started)")
-    db.execute(
-        """CREATE TABLE watermarks (
-            sandbox TEXT PRIMARY KEY, runs_since INTEGER, flows_refreshed INTEGER,
-            last_cycle INTEGER, last_ok INTEGER, failing_since INTEGER,
-            degraded_announced INTEGER NOT NULL DEFAULT 0, last_error TEXT)"""
-    )
-    db.execute(
-        """CREATE TABLE alerts (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, flow_id TEXT NOT NULL,
-            sandbox TEXT, flow_name TEXT, state TEXT NOT NULL,
-            first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,
-            last_notified INTEGER, resolved INTEGER, count INTEGER NOT NULL DEFAULT 1,
-            last_run_id TEXT, reason TEXT, muted INTEGER NOT NULL DEFAULT 0)"""
-    )
-    db.execute("CREATE UNIQUE INDEX alerts_firing ON alerts(rule, flow_id) WHERE state = 'firing'")
-    db.execute("CREATE INDEX alerts_flow ON alerts(flow_id, first_seen)")
-    db.execute(
-        """CREATE TABLE threads (
-            alert_id INTEGER NOT NULL, channel TEXT NOT NULL, ref TEXT NOT NULL,
-            PRIMARY KEY (alert_id, channel))"""
-    )
-    db.execute(
-        """CREATE TABLE outbox (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER, channel TEXT NOT NULL,
-            kind TEXT NOT NULL, event TEXT NOT NULL, body TEXT NOT NULL, created INTEGER NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0, next_attempt INTEGER NOT NULL,
-            state TEXT NOT NULL DEFAULT 'pending', error TEXT, sent INTEGER, ref TEXT)"""
-    )
-    db.execute("CREATE INDEX outbox_pending ON outbox(channel, id) WHERE state = 'pending'")
-    db.execute("CREATE INDEX outbox_created ON outbox(created)")
-    db.execute(
-        """CREATE TABLE silences (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT, flow TEXT, reason TEXT NOT NULL,
-            created INTEGER NOT NULL, expires INTEGER NOT NULL, expired_early INTEGER)"""
-    )
-
-
-def m002_grouped_messages(db: sqlite_utils.Database) -> None:
-    """A grouped message speaks for many alerts: link it to each of them, so that
-    history shows it under every alert and their later replies share its thread."""
-    db.execute(
-        """CREATE TABLE message_alerts (
-            message_id INTEGER NOT NULL, alert_id INTEGER NOT NULL,
-            PRIMARY KEY (message_id, alert_id))"""
-    )
-    db.execute("CREATE INDEX message_alerts_alert ON message_alerts(alert_id)")
-
-
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_grouped_messages]
-
-
-# The columns a run is rebuilt from without parsing its raw JSON.
-LIGHT_COLUMNS = (
-    "id, flow_id, sandbox, status, finished, started, completed, "
-    "input_records, output_records, failed_records, etag"
+from flowbot.models import FINISHED_STATES, Flow, Message, Run
+from flowbot.store.rows import (
+    LIGHT_COLUMNS,
+    AlertRow,
+    OutboxRow,
+    Silence,
+    Watermark,
+    alert_from_row,
+    chunks,
+    flow_from_row,
+    from_ms,
+    light_run,
+    outbox_from_row,
+    to_ms,
 )
-
-# ------------------------------------------------------------------ values
-
-
-@dataclass(frozen=True, slots=True)
-class Watermark:
-    sandbox: str
-    runs_since: datetime | None = None
-    flows_refreshed: datetime | None = None
-    last_cycle: datetime | None = None
-    last_ok: datetime | None = None
-    failing_since: datetime | None = None
-    degraded_announced: bool = False
-    last_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    id: int
-    rule: str
-    flow_id: str
-    sandbox: str
-    flow_name: str
-    state: str
-    first_seen: datetime
-    last_seen: datetime
-    last_notified: datetime | None
-    resolved: datetime | None
-    count: int
-    last_run_id: str | None
-    reason: str
-    muted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    alert_id: int | None
-    channel: str
-    kind: str
-    event: str
-    body: Mapping[str, Any]
-    created: datetime
-    attempts: int
-    next_attempt: datetime
-    state: str
-    error: str | None
-    sent: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Silence:
-    id: int
-    rule: str | None
-    flow: str | None  # a flow id or a name glob
-    reason: str
-    created: datetime
-    expires: datetime
-
+from flowbot.store.schema import MIGRATIONS
 
 # ------------------------------------------------------------------ the store
 
@@ -336,7 +203,7 @@ class Store:
 
     def _last_starts(self, ids: Sequence[str]) -> dict[str, tuple[Any, int, Any]]:
         out: dict[str, tuple[Any, int, Any]] = {}
-        for chunk in _chunks(list(ids), 500):
+        for chunk in chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
             for row in self._rows(
                 f"SELECT id, last_run_id, last_run_started, last_run_state FROM flows "
@@ -352,7 +219,7 @@ class Store:
 
     def flows(self, sandbox: str) -> list[Flow]:
         return [
-            _flow_from_row(r)
+            flow_from_row(r)
             for r in self._rows("SELECT * FROM flows WHERE sandbox = ?", (sandbox,))
         ]
 
@@ -366,7 +233,7 @@ class Store:
         if not runs:
             return []
         known: dict[str, tuple[str, str]] = {}
-        for chunk in _chunks([r.id for r in runs], 500):
+        for chunk in chunks([r.id for r in runs], 500):
             marks = ",".join("?" * len(chunk))
             for row in self._rows(
                 f"SELECT id, etag, status FROM runs WHERE id IN ({marks})", chunk
@@ -445,7 +312,7 @@ class Store:
             finished_seen = False
             for row in rows:
                 if finished_seen and row["id"] not in full:
-                    runs.append(_light_run(row))
+                    runs.append(light_run(row))
                     continue
                 raw = self._rows("SELECT raw FROM runs WHERE id = ?", (row["id"],))[0]["raw"]
                 try:
@@ -469,7 +336,7 @@ class Store:
                 "SELECT * FROM alerts WHERE state = 'firing' AND sandbox = ? ORDER BY id",
                 (sandbox,),
             )
-        return [_alert_from_row(r) for r in rows]
+        return [alert_from_row(r) for r in rows]
 
     def alert_counts(self) -> dict[str, int]:
         """How many alerts are in each state (firing, resolved), for metrics."""
@@ -550,7 +417,7 @@ class Store:
             params.append(to_ms(since))
         sql += " ORDER BY first_seen DESC, id DESC LIMIT ?"
         params.append(limit)
-        return [_alert_from_row(r) for r in self._rows(sql, params)]
+        return [alert_from_row(r) for r in self._rows(sql, params)]
 
     def thread(self, alert_id: int | None, channel: str) -> dict[str, str] | None:
         if alert_id is None:
@@ -611,7 +478,7 @@ class Store:
                 "SELECT * FROM outbox WHERE state = 'pending' AND channel = ? ORDER BY id",
                 (channel,),
             )
-        return [_outbox_from_row(r) for r in rows]
+        return [outbox_from_row(r) for r in rows]
 
     def mark_sent(self, message_id: int, now: datetime, ref: Mapping[str, str] | None) -> None:
         with self.guard():
@@ -657,7 +524,7 @@ class Store:
             params.append(to_ms(since))
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [_outbox_from_row(r) for r in self._rows(sql, params)]
+        return [outbox_from_row(r) for r in self._rows(sql, params)]
 
     def outbox_counts(self) -> dict[str, int]:
         rows = self._rows("SELECT state, count(*) AS n FROM outbox GROUP BY state")
@@ -722,80 +589,3 @@ class Store:
                 "DELETE FROM message_alerts WHERE message_id NOT IN (SELECT id FROM outbox)"
             )
         return {"runs": runs, "messages": sent, "alerts": alerts}
-
-
-# ------------------------------------------------------------------ row → value
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _light_run(r: Mapping[str, Any]) -> Run:
-    return Run(
-        id=r["id"],
-        flow_id=r["flow_id"],
-        status=r["status"] or "",
-        started_at=from_ms(r["started"]),
-        completed_at=from_ms(r["completed"]),
-        input_records=r["input_records"],
-        output_records=r["output_records"],
-        failed_records=r["failed_records"],
-        etag=r["etag"] or "",
-        sandbox=r["sandbox"],
-    )
-
-
-def _flow_from_row(r: Mapping[str, Any]) -> Flow:
-    schedule = None
-    if r["frequency"]:
-        schedule = Schedule(r["frequency"], r["interval"] or 1, from_ms(r["schedule_start"]))
-    return Flow(
-        id=r["id"],
-        name=r["name"] or "",
-        state=r["state"] or "",
-        sandbox=r["sandbox"],
-        schedule=schedule,
-        last_run_id=r["last_run_id"],
-        last_run_state=r["last_run_state"],
-        last_run_started_at=from_ms(r["last_run_started"]),
-        etag=r["etag"] or "",
-        raw={"imsOrgId": r["org_id"]} if r["org_id"] else {},
-    )
-
-
-def _alert_from_row(r: Mapping[str, Any]) -> AlertRow:
-    return AlertRow(
-        id=r["id"],
-        rule=r["rule"],
-        flow_id=r["flow_id"],
-        sandbox=r["sandbox"] or "",
-        flow_name=r["flow_name"] or "",
-        state=r["state"],
-        first_seen=from_ms(r["first_seen"]),  # type: ignore[arg-type]
-        last_seen=from_ms(r["last_seen"]),  # type: ignore[arg-type]
-        last_notified=from_ms(r["last_notified"]),
-        resolved=from_ms(r["resolved"]),
-        count=r["count"],
-        last_run_id=r["last_run_id"],
-        reason=r["reason"] or "",
-        muted=bool(r["muted"]),
-    )
-
-
-def _outbox_from_row(r: Mapping[str, Any]) -> OutboxRow:
-    return OutboxRow(
-        id=r["id"],
-        alert_id=r["alert_id"],
-        channel=r["channel"],
-        kind=r["kind"],
-        event=r["event"],
-        body=json.loads(r["body"]),
-        created=from_ms(r["created"]),  # type: ignore[arg-type]
-        attempts=r["attempts"],
-        next_attempt=from_ms(r["next_attempt"]),  # type: ignore[arg-type]
-        state=r["state"],
-        error=r["error"],
-        sent=from_ms(r["sent"]),
-    )
