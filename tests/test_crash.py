@@ -216,6 +216,7 @@ def test_kill_9_at_random_points_loses_no_alert_and_repeats_at_most_the_one_in_f
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(not SOAK, reason="soak only (FLOWBOT_SOAK=1)")
 def test_kill_9_soak(tmp_path):
     crash_run(tmp_path, steps=300, seed=int(time.time()))
@@ -226,6 +227,7 @@ def test_the_daemon_killed_at_random_points_loses_no_alert(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(not SOAK, reason="soak only (FLOWBOT_SOAK=1)")
 def test_the_daemon_kill_9_soak(tmp_path):
     daemon_crash_run(tmp_path, steps=150, seed=int(time.time()))
