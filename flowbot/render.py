@@ -1,8 +1,8 @@
 """Notices → message bodies, one shape per channel kind. The only module importing jinja2.
 
-Text comes from Jinja2 templates that ops teams can change (`templates/` at the
-repository root; a `templates_dir` and a per-rule directory override them file by
-file). Templates render in a sandbox with `StrictUndefined`, so they cannot reach
+Text comes from Jinja2 templates that ops teams can change (`flowbot/templates/`,
+linked from `templates/` at the repository root; a `templates_dir` and a per-rule
+directory override them file by file). What templates see is built in `context.py`. Templates render in a sandbox with `StrictUndefined`, so they cannot reach
 Python internals and a typo fails loudly in `check_templates` instead of rendering "".
 
 Files, per kind (`event` is firing, repeat, resolved or grouped):
@@ -25,7 +25,6 @@ and a log line, never an exception.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from collections.abc import Sequence
@@ -50,7 +49,8 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from flowbot.models import Finding, Flow, Notice, Run, RunError
+from flowbot.context import CONTEXT_NAMES, MAX_ITEMS, cut, file_body, message_context
+from flowbot.models import Notice
 
 log = logging.getLogger("flowbot.render")
 
@@ -58,50 +58,10 @@ DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"  # also ./temp
 EVENTS = ("firing", "repeat", "resolved", "grouped")
 KINDS = ("slack", "webhook", "email", "file", "terminal")
 
-MAX_ERRORS = 10  # error lines shown per alert; the rest is "and N more"
-MAX_LINKS = 10
-MAX_ITEMS = 20  # flows listed in a grouped message
-MAX_MESSAGE = 500  # characters of one error message
 SLACK_BLOCKS = 50
 SLACK_SECTION = 3000
 SLACK_HEADER = 150
 SUBJECT_MAX = 200
-
-# The dataflow in the AEP UI. `{org}` is "@<imsOrgId>/" when the flow payload carries
-# `imsOrgId`, else empty (the UI then opens the user's current organisation).
-AEP_UI = "https://experience.adobe.com/#/{org}sname:{sandbox}/platform/source/dataflows/{flow_id}"
-
-# Names a template may use at top level (check_templates reports any other).
-CONTEXT_NAMES = frozenset(
-    {
-        "event",
-        "rule",
-        "rule_type",
-        "severity",
-        "owner",
-        "sandbox",
-        "count",
-        "first_seen_at",
-        "flow",
-        "run",
-        "resolved_by",
-        "reason",
-        "values",
-        "expected_at",
-        "last_run_at",
-        "errors",
-        "errors_total",
-        "errors_more",
-        "links",
-        "links_more",
-        "items",
-        "items_total",
-        "items_more",
-        "timezone",
-        "text",
-    }
-)
-
 
 # ---------------------------------------------------------------- escaping and filters
 
@@ -212,118 +172,6 @@ def _dirs(templates_dir: Path | None, rule_template: Path | None) -> tuple[str, 
     return tuple(str(d) for d in found if d is not None)
 
 
-# ---------------------------------------------------------------- context
-
-
-def aep_url(flow: Flow, sandbox: str = "") -> str:
-    """The dataflow's page in the AEP UI (see AEP_UI)."""
-    org = str(flow.raw.get("imsOrgId") or "") if flow.raw else ""
-    return AEP_UI.format(
-        org=f"@{org}/" if org else "",
-        sandbox=flow.sandbox or sandbox or "prod",
-        flow_id=flow.id,
-    )
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _run(run: Run | None) -> dict[str, Any] | None:
-    if run is None:
-        return None
-    return {
-        "id": run.id,
-        "status": run.status,
-        "started_at": run.started_at,
-        "completed_at": run.completed_at,
-        "duration": run.duration(),
-        "input_records": run.input_records,
-        "output_records": run.output_records,
-        "failed_records": run.failed_records,
-        "failed_share": run.failed_share,
-        "activities": [
-            {
-                "id": a.id,
-                "name": a.name,
-                "status": a.status,
-                "input_records": a.input_records,
-                "output_records": a.output_records,
-                "failed_records": a.failed_records,
-            }
-            for a in run.activities
-        ],
-    }
-
-
-def _error(err: RunError) -> dict[str, Any]:
-    return {
-        "code": err.code,
-        "message": _cut(err.message, MAX_MESSAGE),
-        "record_count": err.record_count,
-        "activity": err.activity,
-    }
-
-
-def notice_context(notice: Notice, *, slack: bool = False) -> dict[str, Any]:
-    """One notice as plain values for templates (the names in CONTEXT_NAMES)."""
-    finding: Finding | None = notice.finding
-    errors = finding.errors if finding else ()
-    links = finding.links if finding else ()
-    sandbox = notice.sandbox or notice.flow.sandbox
-    owner: Any = notice.owner or ""
-    if slack and owner:
-        owner = Markup(owner)  # from rules.yaml: trusted, may be a <@U123> mention
-    return {
-        "event": notice.event,
-        "rule": notice.rule,
-        "rule_type": notice.rule_type,
-        "severity": notice.severity,
-        "owner": owner,
-        "sandbox": sandbox,
-        "count": notice.count,
-        "first_seen_at": notice.first_seen_at,
-        "flow": {
-            "id": notice.flow.id,
-            "name": notice.flow.name or notice.flow.id,
-            "sandbox": sandbox,
-            "state": notice.flow.state,
-            "url": aep_url(notice.flow, sandbox),
-        },
-        "run": _run(finding.run if finding else None),
-        "resolved_by": _run(notice.resolved_by),
-        "reason": finding.reason if finding else "",
-        "values": dict(finding.values) if finding else {},
-        "expected_at": finding.expected_at if finding else None,
-        "last_run_at": finding.last_run_at if finding else None,
-        "errors": [_error(e) for e in errors[:MAX_ERRORS]],
-        "errors_total": len(errors),
-        "errors_more": max(len(errors) - MAX_ERRORS, 0),
-        "links": [
-            {"name": link.name, "url": link.url, "activity": link.activity}
-            for link in links[:MAX_LINKS]
-        ],
-        "links_more": max(len(links) - MAX_LINKS, 0),
-    }
-
-
-def message_context(
-    notices: Sequence[Notice], event: str, *, slack: bool = False, timezone: str = "UTC"
-) -> dict[str, Any]:
-    """The whole template context: the first notice's fields at top level, every
-    notice (cut at MAX_ITEMS) in `items`, and `event` and `timezone`."""
-    items = [notice_context(n, slack=slack) for n in notices]
-    context = dict(items[0])
-    context.update(
-        event=event,
-        items=items[:MAX_ITEMS],
-        items_total=len(items),
-        items_more=max(len(items) - MAX_ITEMS, 0),
-        timezone=timezone,
-    )
-    return context
-
-
 # ---------------------------------------------------------------- render
 
 
@@ -357,7 +205,7 @@ def render(
         if kind == "email":
             subject = env.get_template(f"email/{event}.subject.j2").render(context)
             return {
-                "subject": _cut(" ".join(subject.split()), SUBJECT_MAX),
+                "subject": cut(" ".join(subject.split()), SUBJECT_MAX),
                 "text": env.get_template(f"email/{event}.txt.j2").render(context).strip() + "\n",
                 "html": env.get_template(f"email/{event}.html.j2").render(context),
             }
@@ -402,7 +250,7 @@ def slack_blocks(text: str) -> dict[str, Any]:
         stripped = line.strip()
         if line.startswith("# "):
             flush()
-            header = _cut(line[2:].strip(), SLACK_HEADER)
+            header = cut(line[2:].strip(), SLACK_HEADER)
             blocks.append({"type": "header", "text": {"type": "plain_text", "text": header}})
         elif stripped == "---":
             flush()
@@ -435,7 +283,7 @@ def _split_lines(lines: list[str], limit: int) -> list[str]:
     out: list[str] = []
     current = ""
     for line in lines:
-        line = _cut(line, limit)
+        line = cut(line, limit)
         if current and len(current) + 1 + len(line) > limit:
             out.append(current)
             current = line
@@ -461,7 +309,7 @@ def _fallback_text(blocks: list[dict[str, Any]]) -> str:
     """The notification text: the header, or else the first section."""
     for block in blocks:
         if block["type"] in ("header", "section"):
-            return _cut(block["text"]["text"], 300)
+            return cut(block["text"]["text"], 300)
     return "flowbot alert"
 
 
@@ -478,12 +326,12 @@ def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str,
     if kind in ("slack", "webhook"):
         safe = escape_mrkdwn(text)
         return {
-            "text": _cut(safe, 300),
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _cut(safe, 3000)}}],
+            "text": cut(safe, 300),
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": cut(safe, 3000)}}],
         }
     if kind == "email":
         html = str(Markup("<pre>{}</pre>").format(text))
-        return {"subject": _cut(line, SUBJECT_MAX), "text": text + "\n", "html": html}
+        return {"subject": cut(line, SUBJECT_MAX), "text": text + "\n", "html": html}
     return {"text": text}
 
 
@@ -495,109 +343,20 @@ def render_meta(text: str, kind: str) -> dict[str, Any]:
     if kind in ("slack", "webhook"):
         safe = escape_mrkdwn(text)
         return {
-            "text": _cut(escape_mrkdwn(first), 300),
+            "text": cut(escape_mrkdwn(first), 300),
             "blocks": [
                 {"type": "section", "text": {"type": "mrkdwn", "text": _cut_lines(safe, 3000)}}
             ],
         }
     if kind == "email":
         return {
-            "subject": _cut(f"[flowbot] {first}", SUBJECT_MAX),
+            "subject": cut(f"[flowbot] {first}", SUBJECT_MAX),
             "text": text.rstrip() + "\n",
             "html": str(Markup("<p>{}</p>").format(text)),
         }
     if kind == "file":
         return {"event": "meta", "text": text}
     return {"text": text}
-
-
-# ---------------------------------------------------------------- file (structured)
-
-
-def _iso(at: datetime | None) -> str | None:
-    return at.astimezone(UTC).isoformat() if at else None
-
-
-def _run_record(run: Run | None) -> dict[str, Any] | None:
-    if run is None:
-        return None
-    took = run.duration()
-    return {
-        "id": run.id,
-        "status": run.status,
-        "started_at": _iso(run.started_at),
-        "completed_at": _iso(run.completed_at),
-        "duration_seconds": took.total_seconds() if took is not None else None,
-        "input_records": run.input_records,
-        "output_records": run.output_records,
-        "failed_records": run.failed_records,
-        "failed_share": run.failed_share,
-    }
-
-
-def _alert_record(notice: Notice) -> dict[str, Any]:
-    finding = notice.finding
-    sandbox = notice.sandbox or notice.flow.sandbox
-    return {
-        "rule": notice.rule,
-        "rule_type": notice.rule_type,
-        "severity": notice.severity,
-        "owner": notice.owner,
-        "count": notice.count,
-        "first_seen_at": _iso(notice.first_seen_at),
-        "flow": {
-            "id": notice.flow.id,
-            "name": notice.flow.name,
-            "sandbox": sandbox,
-            "url": aep_url(notice.flow, sandbox),
-        },
-        "run": _run_record(finding.run if finding else None),
-        "resolved_by": _run_record(notice.resolved_by),
-        "errors": [
-            {
-                "code": e.code,
-                "message": e.message,
-                "record_count": e.record_count,
-                "activity": e.activity,
-            }
-            for e in (finding.errors if finding else ())
-        ],
-        "links": [
-            {"name": link.name, "url": link.url, "activity": link.activity}
-            for link in (finding.links if finding else ())
-        ],
-        "reason": finding.reason if finding else "",
-        "values": _jsonable(dict(finding.values)) if finding else {},
-        "expected_at": _iso(finding.expected_at) if finding else None,
-        "last_run_at": _iso(finding.last_run_at) if finding else None,
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _iso(value)
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return str(value)
-
-
-def file_body(notices: Sequence[Notice], event: str) -> dict[str, Any]:
-    """The structured record of the file channel: one alert's fields, or for "grouped"
-    the rule's fields and every alert under "alerts"."""
-    if event == "grouped":
-        first = notices[0]
-        return {
-            "event": event,
-            "rule": first.rule,
-            "severity": first.severity,
-            "count": len(notices),
-            "alerts": [_alert_record(n) for n in notices],
-        }
-    return {"event": event, **_alert_record(notices[0])}
 
 
 # ---------------------------------------------------------------- checks
