@@ -67,9 +67,7 @@ def main() -> int:
     with Simulator(scenario) as sim:
         env = {
             **os.environ,
-            "FLOWBOT_API_URL": sim.url, "FLOWBOT_IMS_URL": sim.ims_url,
-            "ADOBE_CLIENT_ID": sim.client_id, "ADOBE_CLIENT_SECRET": sim.client_secret,
-            "ADOBE_ORG_ID": sim.org_id, "FLOWBOT_RULES": str(work / "rules.yaml"),
+            **sim.environment(), "FLOWBOT_RULES": str(work / "rules.yaml"),
             "FLOWBOT_DB": str(work / "flowbot.db"),
         }  # fmt: skip
         log = (work / "flowbot.log").open("wb")

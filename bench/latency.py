@@ -46,9 +46,7 @@ def has_daemon(flowbot: str) -> bool:
 def environment(sim: Any, slack: Any, work: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "FLOWBOT_API_URL": sim.url, "FLOWBOT_IMS_URL": sim.ims_url,
-        "ADOBE_CLIENT_ID": sim.client_id, "ADOBE_CLIENT_SECRET": sim.client_secret,
-        "ADOBE_ORG_ID": sim.org_id, "SLACK_BOT_TOKEN": "xoxb-bench-token",
+        **sim.environment(), "SLACK_BOT_TOKEN": "xoxb-bench-token",
         "FLOWBOT_SLACK_API_URL": slack.url, "FLOWBOT_DB": str(work / "flowbot.db"),
         "FLOWBOT_RULES": str(work / "rules.yaml"),
     }  # fmt: skip

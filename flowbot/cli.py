@@ -159,11 +159,7 @@ def sim(kind: str, flows: int, runs: int, span: str, seed: int, port: int, page_
         world = build_scenario(flows=flows, runs=runs, span=window, seed=seed)
     with Simulator(world, port=port, page_size=page_size) as server:
         click.echo(f"flowbot sim: {len(world.flows)} flows, {len(world.runs)} runs at {server.url}")
-        click.echo(
-            f"export FLOWBOT_API_URL={server.url} FLOWBOT_IMS_URL={server.ims_url} "
-            f"ADOBE_CLIENT_ID={server.client_id} ADOBE_CLIENT_SECRET={server.client_secret} "
-            f"ADOBE_ORG_ID={server.org_id}"
-        )
+        click.echo("export " + " ".join(f"{k}={v}" for k, v in server.environment().items()))
         wait_for_signal()
     click.echo("flowbot sim: stopped")
 

@@ -42,13 +42,7 @@ def wait_until(check: Any, timeout: float = WAIT, every: float = 0.05, what: str
 
 
 def sim_env(sim: Any) -> dict[str, str]:
-    return {
-        "FLOWBOT_API_URL": sim.url,
-        "FLOWBOT_IMS_URL": sim.ims_url,
-        "ADOBE_CLIENT_ID": sim.client_id,
-        "ADOBE_CLIENT_SECRET": sim.client_secret,
-        "ADOBE_ORG_ID": sim.org_id,
-    }
+    return sim.environment()
 
 
 class Running:

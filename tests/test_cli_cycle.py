@@ -40,11 +40,7 @@ def env(tmp_path):
     with Simulator(scenario, port=0) as sim:
         yield (
             {
-                "FLOWBOT_API_URL": sim.url,
-                "FLOWBOT_IMS_URL": sim.ims_url,
-                "ADOBE_CLIENT_ID": sim.client_id,
-                "ADOBE_CLIENT_SECRET": sim.client_secret,
-                "ADOBE_ORG_ID": sim.org_id,
+                **sim.environment(),
                 "FLOWBOT_RULES": str(tmp_path / "rules.yaml"),
                 "FLOWBOT_DB": str(tmp_path / "flowbot.db"),
             },

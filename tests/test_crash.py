@@ -76,9 +76,7 @@ class Script:
 def environment(sim, slack, tmp_path) -> dict[str, str]:
     return {
         **os.environ,
-        "FLOWBOT_API_URL": sim.url, "FLOWBOT_IMS_URL": sim.ims_url,
-        "ADOBE_CLIENT_ID": sim.client_id, "ADOBE_CLIENT_SECRET": sim.client_secret,
-        "ADOBE_ORG_ID": sim.org_id, "SLACK_BOT_TOKEN": "xoxb-crash-suite",
+        **sim.environment(), "SLACK_BOT_TOKEN": "xoxb-crash-suite",
         "FLOWBOT_SLACK_API_URL": slack.url, "FLOWBOT_DB": str(tmp_path / "flowbot.db"),
         "FLOWBOT_RULES": str(tmp_path / "rules.yaml"),
     }  # fmt: skip

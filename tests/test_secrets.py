@@ -58,9 +58,7 @@ def test_no_configured_secret_appears_in_any_output_of_an_end_to_end_run(tmp_pat
     outputs = []
     with Simulator(scenario) as sim, slack_server() as slack:
         base = {
-            **os.environ, "FLOWBOT_API_URL": sim.url, "FLOWBOT_IMS_URL": sim.ims_url,
-            "ADOBE_CLIENT_ID": sim.client_id, "ADOBE_CLIENT_SECRET": sim.client_secret,
-            "ADOBE_ORG_ID": sim.org_id, "SLACK_BOT_TOKEN": SLACK_TOKEN,
+            **os.environ, **sim.environment(), "SLACK_BOT_TOKEN": SLACK_TOKEN,
             "FLOWBOT_SLACK_API_URL": slack.url, "SMTP_HOST": smtp.host,
             "SMTP_PORT": str(smtp.port), "SMTP_STARTTLS": "false", "SMTP_USER": "flowbot",
             "SMTP_PASSWORD": SMTP_PASSWORD, "FLOWBOT_DB": str(tmp_path / "flowbot.db"),

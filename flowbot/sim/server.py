@@ -234,6 +234,17 @@ class Simulator:
         """The IMS token endpoint (FLOWBOT_IMS_URL)."""
         return self.url + IMS_PATH
 
+    def environment(self) -> dict[str, str]:
+        """The environment that points flowbot at this simulator (its URLs and the
+        only credentials it accepts), as `flowbot sim` prints it."""
+        return {
+            "FLOWBOT_API_URL": self.url,
+            "FLOWBOT_IMS_URL": self.ims_url,
+            "ADOBE_CLIENT_ID": self.client_id,
+            "ADOBE_CLIENT_SECRET": self.client_secret,
+            "ADOBE_ORG_ID": self.org_id,
+        }
+
     @property
     def static_token(self) -> str:
         """A token valid without IMS (ADOBE_ACCESS_TOKEN), until expire_tokens()."""
