@@ -20,18 +20,6 @@ from flowbot.models import Evaluation, Finding, Flow, Notice, Run
 from flowbot.store import AlertRow, Silence
 
 
-class RuleLike(Protocol):
-    name: str
-    type: str
-    severity: str
-    enabled: bool
-    send_resolved: bool
-    owner: str | None
-
-    @property
-    def repeat_after(self) -> Any: ...
-
-
 class RuleSetLike(Protocol):
     group_at: int
 

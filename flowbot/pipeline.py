@@ -77,7 +77,7 @@ def fetch(client: Any, store: Store, mark: Watermark, ruleset: Any, now: datetim
     watermark less an overlap, and the runs still unfinished last time."""
     since = (mark.runs_since - OVERLAP) if mark.runs_since else now - ruleset.lookback
     since_ms = int(since.timestamp() * 1000)
-    if mark.flows_refreshed is None or now - mark.flows_refreshed >= FLOW_REFRESH:
+    if _full_refresh_due(mark, now):
         flows = client.list_flows()
     else:
         flows = client.list_flows(properties=[f"lastRunDetails.startedAtUTC>={since_ms}"])
@@ -195,7 +195,7 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
             replace(
                 mark, runs_since=now, last_cycle=now, last_ok=now, failing_since=None,
                 degraded_announced=False, last_error=None,
-                flows_refreshed=now if _was_full_refresh(mark, now) else mark.flows_refreshed,
+                flows_refreshed=now if _full_refresh_due(mark, now) else mark.flows_refreshed,
             )
         )  # fmt: skip
         store.prune(now - ruleset.retention)
@@ -287,7 +287,8 @@ def _record_failure(deps: Deps, mark: Watermark, now: datetime, error: str) -> N
     log.warning("cycle for sandbox %s failed: %s", mark.sandbox, error)
 
 
-def _was_full_refresh(mark: Watermark, now: datetime) -> bool:
+def _full_refresh_due(mark: Watermark, now: datetime) -> bool:
+    """Whether this cycle reads every flow's metadata (hourly), not only flows that ran."""
     return mark.flows_refreshed is None or now - mark.flows_refreshed >= FLOW_REFRESH
 
 

@@ -223,9 +223,6 @@ class Store:
             for r in self._rows("SELECT * FROM flows WHERE sandbox = ?", (sandbox,))
         ]
 
-    def flow_count(self) -> int:
-        return int(self._rows("SELECT count(*) AS n FROM flows")[0]["n"])
-
     # -------------------------------------------------------------- runs
 
     def upsert_runs(self, runs: Sequence[Run], now: datetime) -> list[Run]:
