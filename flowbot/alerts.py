@@ -310,14 +310,29 @@ def plan(changes: Sequence[Change], group_at: int) -> list[Outgoing]:
     """The messages to send for this cycle's changes, in order:
 
     - storms: `group_at` (at least 2) or more flows firing one rule with the same
-      leading error code become one "grouped" message, and as many resolving one rule
-      become one "resolved" message (a different failure is never buried in a storm);
-    - every other notice joins its flow's incident: one message for what fires or
-      repeats on the flow, one for what resolves, highest severity first.
+      leading error code become one "grouped" message (a different failure is never
+      buried in a storm);
+    - every other firing or repeat joins its flow's incident: one message per flow,
+      highest severity first;
+    - resolutions form one item that routing splits by announcement (a storm's, an
+      incident's, their own) and, where nothing was announced, by storm or flow.
     """
     noticed = [c for c in changes if c.notice is not None]
-    storms, rest = _storms(noticed, max(group_at, 2))
-    return storms + _incidents(rest)
+    resolving = [c for c in noticed if c.notice and c.notice.event == "resolved"]
+    storms, rest = _storms([c for c in noticed if c not in resolving], max(group_at, 2))
+    return storms + _incidents(rest) + _resolutions(resolving)
+
+
+def _resolutions(changes: list[Change]) -> list[Outgoing]:
+    """Every resolution of the cycle as one item, highest severity first: routing splits
+    it per channel by the message each alert was announced in (see pipeline.route)."""
+    if not changes:
+        return []
+    items = sorted(
+        changes, key=lambda c: SEVERITY_RANK.get(c.notice.severity, 3) if c.notice else 3
+    )
+    notices = tuple(c.notice for c in items if c.notice)
+    return [Outgoing(items[0].rule, "resolved", notices, tuple(c.key for c in items))]
 
 
 def _storms(changes: list[Change], size: int) -> tuple[list[Outgoing], list[Change]]:
@@ -328,8 +343,6 @@ def _storms(changes: list[Change], size: int) -> tuple[list[Outgoing], list[Chan
         assert notice is not None
         if notice.event == "firing":
             buckets.setdefault((change.rule, "grouped", _leading_code(notice)), []).append(change)
-        elif notice.event == "resolved":
-            buckets.setdefault((change.rule, "resolved", ""), []).append(change)
     storms, taken = [], set()
     for (rule, event, _code), items in buckets.items():
         if len(items) < size:
@@ -341,18 +354,15 @@ def _storms(changes: list[Change], size: int) -> tuple[list[Outgoing], list[Chan
 
 
 def _incidents(changes: list[Change]) -> list[Outgoing]:
-    """One message per flow for what fires or repeats, one for what resolves."""
-    buckets: dict[tuple[str, bool], list[Change]] = {}
+    """One message per flow for what fires or repeats on it."""
+    buckets: dict[str, list[Change]] = {}
     for change in changes:
-        assert change.notice is not None
-        resolving = change.notice.event == "resolved"
-        buckets.setdefault((change.flow.id, resolving), []).append(change)
+        buckets.setdefault(change.flow.id, []).append(change)
     out = []
-    for (_flow, resolving), items in buckets.items():
+    for items in buckets.values():
         items.sort(key=lambda c: SEVERITY_RANK.get(c.notice.severity, 3) if c.notice else 3)
         notices = tuple(c.notice for c in items if c.notice)
-        events = {n.event for n in notices}
-        event = "resolved" if resolving else ("firing" if "firing" in events else "repeat")
+        event = "firing" if any(n.event == "firing" for n in notices) else "repeat"
         known = next((c.key for c in items if c.action != "open"), None)
         keys = tuple(c.key for c in items)
         out.append(Outgoing(items[0].rule, event, notices, keys, known))  # type: ignore[arg-type]

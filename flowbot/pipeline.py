@@ -109,7 +109,9 @@ def route(
     messages = []
     for item in outgoing:
         for channel, pairs in _by_channel(item, ruleset):
-            for batch, update in _by_thread(item, pairs, channel, alert_ids, threads):
+            for batch, update in _by_thread(
+                item, pairs, channel, alert_ids, threads, ruleset.group_at
+            ):
                 messages.append(
                     _message(item, batch, channel, ruleset, alert_ids, templates_dir, update)
                 )
@@ -134,19 +136,40 @@ def _by_thread(
     channel: str,
     alert_ids: Mapping[tuple[str, str], int],
     threads: Store | None,
+    group_at: int,
 ) -> list[tuple[list[Pair], bool]]:
-    """A resolution's notices by the first message they were announced in on this
-    channel, each batch with whether that message may now be rewritten as resolved."""
-    if item.event != "resolved" or threads is None:
+    """A resolution's notices in batches, each with whether its thread's first message
+    may be rewritten as resolved (no alert announced in it still fires): by the message
+    they were announced in on this channel; where none is known, `group_at` or more
+    flows of one rule together (a storm), the rest by flow."""
+    if item.event != "resolved":
         return [(pairs, True)]
-    batches: dict[str, tuple[Any, list[Pair]]] = {}
+    by_ref: dict[str, tuple[Any, list[Pair]]] = {}
+    loose: list[Pair] = []
     for pair in pairs:
-        ref = threads.thread(alert_ids.get(pair[1]), channel)
-        batches.setdefault(json.dumps(ref, sort_keys=True), (ref, []))[1].append(pair)
-    return [
-        (batch, ref is None or threads.firing_in_thread(channel, ref) == 0)
-        for ref, batch in batches.values()
+        ref = threads.thread(alert_ids.get(pair[1]), channel) if threads else None
+        if ref is None:
+            loose.append(pair)
+        else:
+            by_ref.setdefault(json.dumps(ref, sort_keys=True), (ref, []))[1].append(pair)
+    batches = [
+        (batch, threads is not None and threads.firing_in_thread(channel, ref) == 0)
+        for ref, batch in by_ref.values()
     ]
+    return batches + [(b, True) for b in _storms_or_flows(loose, max(group_at, 2))]
+
+
+def _storms_or_flows(pairs: list[Pair], size: int) -> list[list[Pair]]:
+    by_rule: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_rule.setdefault(pair[0].rule, []).append(pair)
+    storms = [batch for batch in by_rule.values() if len(batch) >= size]
+    by_flow: dict[str, list[Pair]] = {}
+    for batch in by_rule.values():
+        if len(batch) < size:
+            for pair in batch:
+                by_flow.setdefault(pair[0].flow.id, []).append(pair)
+    return storms + list(by_flow.values())
 
 
 def _message(
