@@ -47,6 +47,7 @@ CONTEXT_NAMES = frozenset(
         "items",
         "items_total",
         "items_more",
+        "flows_total",
         "timezone",
         "text",
     }
@@ -152,7 +153,9 @@ def message_context(
     notices: Sequence[Notice], event: str, *, slack: bool = False, timezone: str = "UTC"
 ) -> dict[str, Any]:
     """The whole template context: the first notice's fields at top level, every
-    notice (cut at MAX_ITEMS) in `items`, and `event` and `timezone`."""
+    notice (cut at MAX_ITEMS) in `items`, and `event` and `timezone`. `flows_total` is
+    how many dataflows the notices are about: one for a flow's incident (several rules
+    that matched it, the lead first), more for a storm."""
     items = [notice_context(n, slack=slack) for n in notices]
     context = dict(items[0])
     context.update(
@@ -160,6 +163,7 @@ def message_context(
         items=items[:MAX_ITEMS],
         items_total=len(items),
         items_more=max(len(items) - MAX_ITEMS, 0),
+        flows_total=len({n.flow.id for n in notices}),
         timezone=timezone,
     )
     return context
@@ -240,10 +244,12 @@ def _json_default(value: Any) -> Any:
 
 
 def file_body(notices: Sequence[Notice], event: str) -> dict[str, Any]:
-    """The structured record of the file channel: one alert's fields, or for "grouped"
-    the rule's fields and every alert under "alerts"."""
-    if event == "grouped":
-        first = notices[0]
+    """The structured record of the file channel: one alert's fields; for a storm
+    ("grouped", or a resolution of several flows) the rule's fields and every alert
+    under "alerts"; for one flow's incident the lead alert's fields and every matched
+    rule under "rules"."""
+    first = notices[0]
+    if event == "grouped" or len({n.flow.id for n in notices}) > 1:
         return {
             "event": event,
             "rule": first.rule,
@@ -251,4 +257,19 @@ def file_body(notices: Sequence[Notice], event: str) -> dict[str, Any]:
             "count": len(notices),
             "alerts": [_alert_record(n) for n in notices],
         }
-    return {"event": event, **_alert_record(notices[0])}
+    record = {"event": event, **_alert_record(first)}
+    if len(notices) > 1:
+        record["rules"] = [_rule_record(n) for n in notices]
+    return record
+
+
+def _rule_record(notice: Notice) -> dict[str, Any]:
+    finding = notice.finding
+    return {
+        "rule": notice.rule,
+        "rule_type": notice.rule_type,
+        "severity": notice.severity,
+        "event": notice.event,
+        "reason": finding.reason if finding else "",
+        "values": _jsonable(dict(finding.values)) if finding else {},
+    }

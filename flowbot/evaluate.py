@@ -4,12 +4,17 @@ One small function per rule type. Run-level rules (status, failed_records, durat
 error_code, zero_records) judge each new or changed run; flow-level rules
 (failed_runs, missing_run) state each flow's condition on every evaluation.
 
+Run-level rules page only for the flow's current state: its newest finished run (a
+status rule that names running or waiting statuses: the newest run, finished or not),
+or a run still going past a duration limit. A matching run that a later good run
+already superseded (the first cycle, after downtime, a flow that runs faster than the
+poll) is reported in `Evaluation.recovered`, never as a finding.
+
 Besides findings, `evaluate` says which (rule, flow) pairs were checked and are fine
 now (`Evaluation.clear`), so that firing alerts resolve:
 
-- run-level: the flow's newest finished run does not match (for duration: and no run
-  is stuck). A status rule that names running or waiting statuses judges the newest
-  run, finished or not.
+- run-level: the flow's current run does not match (for duration: and no run is
+  stuck).
 - failed_runs: the failed share of the last `window` finished runs is back at or under
   `above`, or the newest finished runs no longer hold `in_a_row` failures.
 - missing_run: the flow is not missing, is disabled, or its first run is not yet due.
@@ -42,6 +47,7 @@ import logging
 import math
 import zoneinfo
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 
@@ -78,6 +84,7 @@ def evaluate(
     changed_ids = set(changed)
     cutoff = now - ruleset.lookback
     findings: list[Finding] = []
+    recovered: list[Finding] = []
     clear: set[Key] = set()
     for rule in ruleset.rules:
         if not rule.enabled:
@@ -96,11 +103,17 @@ def evaluate(
                     runs[0].id if runs else None,
                 )
                 continue
-            findings.extend(found)
-            if fine and not found:
+            live = [f for f in found if f.superseded_by is None]
+            findings.extend(live)
+            recovered.extend(f for f in found if f.superseded_by is not None)
+            if fine and not live:
                 clear.add((rule.name, flow.id))
     found_keys = {f.key for f in findings}
-    return Evaluation(findings=tuple(findings), clear=frozenset(clear - found_keys))
+    return Evaluation(
+        findings=tuple(findings),
+        clear=frozenset(clear - found_keys),
+        recovered=tuple(recovered),
+    )
 
 
 def judge(
@@ -131,32 +144,52 @@ def judge_runs(
     now: datetime,
     cutoff: datetime,
 ) -> tuple[list[Finding], bool]:
+    """A run-level rule judges the flow's current state: its newest finished run (the
+    newest run for a status rule about unfinished statuses), or a run still going past a
+    duration limit (stuck). Only a new or changed current run is a finding; matching runs
+    that a later good run already superseded come back marked `superseded_by` (history).
+    """
     check = RUN_CHECKS[rule.type]
-    findings = []
-    for run in runs:
-        is_stuck_check = rule.type == "duration" and run.is_running
-        if run.id not in changed and not is_stuck_check:
-            continue
-        if not is_stuck_check and started(run) < cutoff:
-            continue
-        reason_values = check(rule, run, now)
-        if reason_values:
-            reason, values = reason_values
-            findings.append(
-                Finding(
-                    rule=rule.name,
-                    rule_type=rule.type,
-                    flow=flow,
-                    run=run,
-                    reason=reason,
-                    values=values,
-                )
-            )
-    judged = runs[0] if rule.judges_unfinished and runs else newest_finished(runs)
-    fine = judged is not None and check(rule, judged, now) is None
-    if rule.type == "duration" and any(r.is_running and check(rule, r, now) for r in runs):
-        fine = False
+    stuck = [r for r in runs if rule.type == "duration" and r.is_running and check(rule, r, now)]
+    findings = [_run_finding(rule, flow, run, now) for run in stuck]
+    current = runs[0] if rule.judges_unfinished and runs else newest_finished(runs)
+    if current is None:
+        return findings, False
+    if current not in stuck and current.id in changed and started(current) >= cutoff:
+        findings.extend(f for f in [_run_finding(rule, flow, current, now)] if f.reason)
+    fine = not stuck and check(rule, current, now) is None
+    if fine:
+        findings.extend(_superseded(rule, flow, runs, current, changed, now, cutoff))
     return findings, fine
+
+
+def _superseded(
+    rule: Rule,
+    flow: Flow,
+    runs: Sequence[Run],
+    current: Run,
+    changed: set[str],
+    now: datetime,
+    cutoff: datetime,
+) -> list[Finding]:
+    """New or changed matching runs older than the flow's good current run: already
+    recovered, so history, never a page."""
+    out = []
+    for run in runs:
+        if run is current or run.id not in changed or run.is_running:
+            continue
+        if started(run) >= started(current) or started(run) < cutoff:
+            continue
+        finding = _run_finding(rule, flow, run, now)
+        if finding.reason:
+            out.append(replace(finding, superseded_by=current))
+    return out
+
+
+def _run_finding(rule: Rule, flow: Flow, run: Run, now: datetime) -> Finding:
+    """The finding of `run` for `rule`; its reason is empty when the run does not match."""
+    reason, values = RUN_CHECKS[rule.type](rule, run, now) or ("", {})
+    return Finding(rule.name, rule.type, flow, run, reason, values)
 
 
 Check = tuple[str, dict[str, object]] | None

@@ -182,6 +182,7 @@ class Finding:
     values: Mapping[str, Any] = field(default_factory=dict)
     expected_at: datetime | None = None  # missing_run: when a run was due
     last_run_at: datetime | None = None  # missing_run: when the last one started
+    superseded_by: Run | None = None  # a later good run already recovered: history only
 
     @property
     def key(self) -> tuple[str, str]:
@@ -204,10 +205,13 @@ class Evaluation:
     `findings`: one per matching run (run-level rules) or per flow (flow-level rules).
     `clear`: the (rule, flow id) pairs that were checked and are fine now, so that a
     firing alert for them resolves.
+    `recovered`: run-level matches that a later good run of the same flow already
+    superseded (each with `superseded_by`): history to record, never a page.
     """
 
     findings: tuple[Finding, ...] = ()
     clear: frozenset[tuple[str, str]] = frozenset()
+    recovered: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

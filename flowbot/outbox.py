@@ -115,11 +115,11 @@ def _send_one(
         return False
     store.mark_sent(row.id, clock(), ref)
     step(f"sent:{row.id}")
-    if ref and row.alert_id is not None and thread is None:
-        store.set_thread(row.alert_id, channel, ref)
-    elif ref and row.alert_id is None:
-        for alert_id in store.group_of(row.id):  # their replies go to the group's thread
-            store.set_thread(alert_id, channel, ref)
+    if ref:
+        # Every alert the message speaks for (a storm, an incident) follows one thread:
+        # the one it replied in, or this message when it started one. Known threads stay.
+        for alert_id in {row.alert_id, *store.group_of(row.id)} - {None}:
+            store.set_thread(alert_id, channel, thread or ref)  # type: ignore[arg-type]
     log.info("message %s (%s) sent to %s", row.id, row.event, channel)
     report.sent += 1
     report.count(channel, "sent")

@@ -10,6 +10,7 @@ nothing but the record of the failure (and, after `monitoring.after`, a meta-ale
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 
 from flowbot import alerts
 from flowbot.errors import FlowAPIError
-from flowbot.models import Flow, Message, Run
+from flowbot.models import Flow, Message, Notice, Run
 from flowbot.outbox import Delivery, deliver
 from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
@@ -96,27 +97,110 @@ def route(
     ruleset: Any,
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
+    threads: Store | None = None,
 ) -> list[Message]:
-    """Each outgoing notice × its rule's channels → a rendered Message."""
-    from flowbot.render import render
+    """Each outgoing message × the channels of its rules → rendered Messages; a channel
+    gets the notices of the rules routed to it, in one message.
 
+    A resolution is split by the thread its alerts were announced in on that channel
+    (a storm's message, an incident's, their own; `threads` tells), replies there, and
+    rewrites that first message only once no alert announced in it still fires.
+    """
     messages = []
     for item in outgoing:
-        rule = ruleset.rule(item.rule)
-        alert_id = alert_ids.get(item.keys[0]) if len(item.keys) == 1 else None
-        group = () if alert_id else tuple(alert_ids[k] for k in item.keys if k in alert_ids)
-        for name in rule.channels:
-            channel = ruleset.channels[name]
-            body = render(
-                item.notices,
-                item.event,
-                channel.kind,
-                templates_dir=templates_dir,
-                rule_template=rule.template,
-                timezone=ruleset.timezone,
-            )
-            messages.append(Message(name, channel.kind, item.event, body, alert_id, group))
+        for channel, pairs in _by_channel(item, ruleset):
+            for batch, update in _by_thread(
+                item, pairs, channel, alert_ids, threads, ruleset.group_at
+            ):
+                messages.append(
+                    _message(item, batch, channel, ruleset, alert_ids, templates_dir, update)
+                )
     return messages
+
+
+Pair = tuple[Notice, tuple[str, str]]
+
+
+def _by_channel(item: alerts.Outgoing, ruleset: Any) -> list[tuple[str, list[Pair]]]:
+    """The channels of the item's rules, in order, each with the notices routed to it."""
+    out: dict[str, list[Pair]] = {}
+    for notice, key in zip(item.notices, item.keys, strict=True):
+        for name in ruleset.rule(notice.rule).channels:
+            out.setdefault(name, []).append((notice, key))
+    return list(out.items())
+
+
+def _by_thread(
+    item: alerts.Outgoing,
+    pairs: list[Pair],
+    channel: str,
+    alert_ids: Mapping[tuple[str, str], int],
+    threads: Store | None,
+    group_at: int,
+) -> list[tuple[list[Pair], bool]]:
+    """A resolution's notices in batches, each with whether its thread's first message
+    may be rewritten as resolved (no alert announced in it still fires): by the message
+    they were announced in on this channel; where none is known, `group_at` or more
+    flows of one rule together (a storm), the rest by flow."""
+    if item.event != "resolved":
+        return [(pairs, True)]
+    by_ref: dict[str, tuple[Any, list[Pair]]] = {}
+    loose: list[Pair] = []
+    for pair in pairs:
+        ref = threads.thread(alert_ids.get(pair[1]), channel) if threads else None
+        if ref is None:
+            loose.append(pair)
+        else:
+            by_ref.setdefault(json.dumps(ref, sort_keys=True), (ref, []))[1].append(pair)
+    batches = [
+        (batch, threads is not None and threads.firing_in_thread(channel, ref) == 0)
+        for ref, batch in by_ref.values()
+    ]
+    return batches + [(b, True) for b in _storms_or_flows(loose, max(group_at, 2))]
+
+
+def _storms_or_flows(pairs: list[Pair], size: int) -> list[list[Pair]]:
+    by_rule: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_rule.setdefault(pair[0].rule, []).append(pair)
+    storms = [batch for batch in by_rule.values() if len(batch) >= size]
+    by_flow: dict[str, list[Pair]] = {}
+    for batch in by_rule.values():
+        if len(batch) < size:
+            for pair in batch:
+                by_flow.setdefault(pair[0].flow.id, []).append(pair)
+    return storms + list(by_flow.values())
+
+
+def _message(
+    item: alerts.Outgoing,
+    batch: list[Pair],
+    channel: str,
+    ruleset: Any,
+    alert_ids: Mapping[tuple[str, str], int],
+    templates_dir: Path | None,
+    update: bool,
+) -> Message:
+    from flowbot.render import render
+
+    notices = tuple(n for n, _ in batch)
+    keys = [k for _, k in batch]
+    kind = ruleset.channels[channel].kind
+    body = render(
+        notices,
+        item.event,
+        kind,
+        templates_dir=templates_dir,
+        rule_template=ruleset.rule(notices[0].rule).template,
+        timezone=ruleset.timezone,
+    )
+    if not update:
+        body.pop("update", None)  # other alerts of that first message still fire
+    ids = tuple(alert_ids[k] for k in keys if k in alert_ids)
+    lead = item.thread_key if item.thread_key in keys else keys[0]
+    alert_id = None if item.event == "grouped" else alert_ids.get(lead)
+    group = ids if len(ids) > 1 or alert_id is None else ()
+    return Message(channel, kind, item.event, body, alert_id, group)
 
 
 def meta_messages(ruleset: Any, text: str) -> list[Message]:
@@ -165,10 +249,11 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         flows = store.flows(sandbox)
         by_id = {f.id: f for f in flows}
         unfinished = set(store.unfinished_run_flow_ids(sandbox))
-        # Runs are judged as they arrive or change (and unfinished ones as time passes):
-        # the cost follows what changed, not how many flows are watched or firing.
-        watched = {r.flow_id for r in changed} | unfinished
         firing = store.firing_alerts(sandbox)
+        # Runs are judged as they arrive or change (and unfinished ones as time passes),
+        # and firing alerts' flows every cycle, so that they resolve once clear: the
+        # cost follows what changed and what fires, not how many flows are watched.
+        watched = {r.flow_id for r in changed} | unfinished | {a.flow_id for a in firing}
         changed_ids = {r.id for r in changed}
         history = store.recent_runs(
             sorted(watched), _history_depth(ruleset), parse_run, full=changed_ids
@@ -185,7 +270,7 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         templates = ruleset.templates or (
             Path(deps.settings.templates) if deps.settings.templates else None
         )
-        messages = route(outgoing, ruleset, alert_ids, templates)
+        messages = route(outgoing, ruleset, alert_ids, templates, store)
         if mark.degraded_announced:
             messages += meta_messages(
                 ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"
@@ -240,17 +325,20 @@ def _apply(
     for change in changes:
         if change.muted and change.action != "resolve":
             report.muted += 1
-        if change.action == "open":
+        if change.action in ("open", "recover"):
             fields = change.fields
-            ids[change.key] = store.insert_alert(
+            alert_id = store.insert_alert(
                 rule=change.rule, flow_id=change.flow.id, sandbox=sandbox,
                 flow_name=change.flow.name, now=now, count=int(fields.get("count", 1)),
                 last_run_id=fields.get("last_run_id"), reason=str(fields.get("reason", "")),
                 muted=change.muted,
             )  # fmt: skip
-            if "last_notified" in fields:
-                store.update_alert(ids[change.key], last_notified=now)
-            report.fired += 1
+            later = {k: fields[k] for k in ("last_notified", "state", "resolved") if k in fields}
+            if later:
+                store.update_alert(alert_id, **later)
+            if change.action == "open":  # "recover": history only, already resolved
+                ids[change.key] = alert_id
+                report.fired += 1
         else:
             assert change.alert_id is not None
             ids[change.key] = change.alert_id

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from flowbot.alerts import decide, is_silenced, plan
 from flowbot.models import Evaluation, Finding, Flow, Run, RunError
 from flowbot.store import AlertRow, Silence
@@ -27,6 +29,7 @@ class FakeRules:
     rules: tuple = (FakeRule(),)
     group_at: int = 10
     extra: dict = field(default_factory=dict)
+    inhibit: tuple = ()
 
     def rule(self, name):
         return next((r for r in self.rules if r.name == name), None)
@@ -147,3 +150,80 @@ def test_a_different_error_is_not_buried_in_a_storm():
     assert sorted((o.event, len(o.notices)) for o in out) == [("firing", 1), ("grouped", 10)]
     [single] = [o for o in out if o.event == "firing"]
     assert single.keys == (("run-failed", "f1"),)
+
+
+# ---------------------------------------------------------------- incidents and inhibit
+
+
+@dataclass(frozen=True)
+class Inhibit:
+    source: str
+    target: tuple
+
+
+THREE = (
+    FakeRule(name="mapping-errors", type="error_code", severity="warning"),
+    FakeRule(),
+    FakeRule(name="bad-records", type="failed_records", severity="info"),
+)
+
+
+def test_rules_matching_one_flow_become_one_incident_highest_severity_first():
+    found = [finding(rule=r.name) for r in THREE]
+    [incident] = plan(
+        decide(FakeRules(rules=THREE), [], Evaluation(tuple(found)), [], {}, {}, NOW), 10
+    )
+    assert incident.event == "firing" and incident.rule == "run-failed"
+    assert [n.rule for n in incident.notices] == ["run-failed", "mapping-errors", "bad-records"]
+
+
+def test_a_new_match_follows_the_thread_of_the_flow_already_firing():
+    rules = FakeRules(rules=THREE)
+    old = alert(last_notified=NOW - timedelta(hours=5))  # run-failed, repeat due
+    found = (finding(run_id="r2"), finding(run_id="r2", rule="mapping-errors"))
+    [incident] = plan(decide(rules, [old], Evaluation(found), [], {}, {}, NOW), 10)
+    assert incident.event == "firing" and incident.thread_key == ("run-failed", "f1")
+
+
+@pytest.mark.parametrize("target", [("bad-records",), "bad-records"])
+def test_inhibit_mutes_the_target_while_the_source_fires(target):
+    rules = FakeRules(rules=THREE, inhibit=(Inhibit("run-failed", target),))
+    found = Evaluation(tuple(finding(rule=r.name) for r in THREE))
+    changes = {c.rule: c for c in decide(rules, [], found, [], {}, {}, NOW)}
+    assert changes["bad-records"].muted and changes["bad-records"].notice is None
+    assert not changes["mapping-errors"].muted
+    # the source already firing (not found again) still inhibits
+    only_target = Evaluation((finding(rule="bad-records"),))
+    [change] = decide(rules, [alert()], only_target, [], {}, {}, NOW)
+    assert change.muted
+
+
+def test_a_superseded_match_is_recorded_resolved_without_a_notice():
+    good = Run(id="r9", flow_id="f1", status="success")
+    from dataclasses import replace
+
+    old = replace(finding(run_id="r1"), superseded_by=good)
+    evaluation = Evaluation(clear=frozenset({("run-failed", "f1")}), recovered=(old,))
+    [change] = decide(FakeRules(), [], evaluation, [], {}, {}, NOW)
+    assert change.action == "recover" and change.notice is None
+    assert (
+        change.fields["state"] == "resolved"
+        and "already recovered by run r9" in change.fields["reason"]
+    )
+    # a firing pair resolves instead: no second row
+    [resolve] = decide(FakeRules(), [alert()], evaluation, [], {}, {}, NOW)
+    assert resolve.action == "resolve"
+
+
+def test_resolutions_are_one_item_never_a_grouped_firing():
+    flows = [Flow(id=f"f{i}", name=f"s{i}", sandbox="prod") for i in range(12)]
+    firing = [replace_id(alert(), i, f.id) for i, f in enumerate(flows)]
+    clear = frozenset(("run-failed", f.id) for f in flows)
+    out = plan(decide(FakeRules(), firing, Evaluation(clear=clear), [], {}, {}, NOW), 10)
+    assert [(o.event, len(o.notices)) for o in out] == [("resolved", 12)]
+
+
+def replace_id(row, i, flow_id):
+    from dataclasses import replace
+
+    return replace(row, id=100 + i, flow_id=flow_id)

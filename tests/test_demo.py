@@ -95,7 +95,8 @@ def test_the_second_cycle_repeats_nothing_and_resolves_in_threads(output):
     assert shown, "the good runs resolved nothing"
     assert all("· resolved · in the alert's thread" in title for title, _ in shown)
     resolved = "\n".join(body for _, body in shown)
-    assert "resolved: too-many-bad-records: crm-contacts-sync" in resolved
+    # two rules had matched crm-contacts-sync's run: one incident, one resolution
+    assert "resolved: too-many-bad-records and 1 more: crm-contacts-sync" in resolved
     assert "resolved: hourly-import-missing: web-events-hourly" in resolved
     assert "alerts still firing from the last cycle: not sent again" in second
 

@@ -279,12 +279,49 @@ def test_missing_run_cron_in_a_time_zone(tmp_path):
     assert finding.expected_at == datetime(2024, 5, 1, 0, 0, tzinfo=UTC)
 
 
-def test_a_pair_is_never_both_found_and_clear(tmp_path):
+def test_a_failure_superseded_by_a_later_good_run_is_history_not_a_finding(tmp_path):
     rules = ruleset(tmp_path, "  - {name: failed, type: status, status: [failed]}\n")
-    # an older failed run and a newer good one arrive together
-    history = {"f1": [run("r2", "success", started=-M), run("r1", "failed", started=-H)]}
+    # a failed run 14 h ago, then good runs 10 h and 6 h ago, all seen at once
+    history = {
+        "f1": [
+            run("r3", "success", started=-6 * H),
+            run("r2", "success", started=-10 * H),
+            run("r1", "failed", started=-14 * H),
+        ]
+    }
+    out = evaluate(rules, [FLOW], history, {"r1", "r2", "r3"}, NOW)
+    assert keys(out) == [] and out.clear == {("failed", "f1")}
+    [recovered] = out.recovered
+    assert recovered.run.id == "r1" and recovered.superseded_by.id == "r3"
+
+
+def test_only_the_current_run_is_judged_when_several_match(tmp_path):
+    rules = ruleset(tmp_path, "  - {name: failed, type: status, status: [failed]}\n")
+    history = {"f1": [run("r2", "failed", started=-M), run("r1", "failed", started=-H)]}
     out = evaluate(rules, [FLOW], history, {"r1", "r2"}, NOW)
-    assert keys(out) == [("failed", "f1")] and out.clear == frozenset()
+    assert [f.run.id for f in out.findings] == ["r2"] and out.recovered == ()
+
+
+def test_a_current_failure_is_not_found_again_when_unchanged(tmp_path):
+    rules = ruleset(tmp_path, "  - {name: failed, type: status, status: [failed]}\n")
+    history = {"f1": [run("r2", "failed", started=-M)]}
+    out = evaluate(rules, [FLOW], history, set(), NOW)
+    assert keys(out) == [] and out.clear == frozenset()  # neither: a firing alert stays
+
+
+def test_a_good_current_run_clears_without_being_new(tmp_path):
+    # a firing alert's flow whose current run is good resolves, new run or not
+    rules = ruleset(tmp_path, "  - {name: failed, type: status, status: [failed]}\n")
+    history = {"f1": [run("r2", "success", started=-M), run("r1", "failed", started=-H)]}
+    out = evaluate(rules, [FLOW], history, set(), NOW)
+    assert out.clear == {("failed", "f1")} and out.recovered == ()
+
+
+def test_a_stuck_run_is_current_even_after_a_newer_finished_one(tmp_path):
+    rules = ruleset(tmp_path, "  - {name: slow, type: duration, above: 2h}\n")
+    history = {"f1": [run("r2", "success", started=-M), run("r1", "inProgress", started=-3 * H)]}
+    out = evaluate(rules, [FLOW], history, set(), NOW)
+    assert [f.run.id for f in out.findings] == ["r1"] and out.clear == frozenset()
 
 
 def test_a_rule_that_raises_for_one_flow_is_logged_and_skipped(tmp_path, caplog):

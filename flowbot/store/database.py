@@ -431,6 +431,16 @@ class Store:
                 (alert_id, channel, json.dumps(dict(ref))),
             )
 
+    def firing_in_thread(self, channel: str, ref: Mapping[str, str]) -> int:
+        """How many firing alerts follow this thread on this channel: the alerts a
+        storm's or an incident's first message announced that have not resolved."""
+        rows = self._rows(
+            "SELECT count(*) AS n FROM threads t JOIN alerts a ON a.id = t.alert_id "
+            "WHERE t.channel = ? AND t.ref = ? AND a.state = 'firing'",
+            (channel, json.dumps(dict(ref))),
+        )
+        return int(rows[0]["n"])
+
     # -------------------------------------------------------------- outbox
 
     def enqueue(self, messages: Iterable[Message], now: datetime) -> int:
