@@ -96,8 +96,10 @@ def route(
     ruleset: Any,
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
+    link_origins: Sequence[str] = (),
 ) -> list[Message]:
-    """Each outgoing notice × its rule's channels → a rendered Message."""
+    """Each outgoing notice × its rule's channels → a rendered Message; diagnostic URLs
+    on `link_origins` (the configured API and export URLs) may be links."""
     from flowbot.render import render
 
     messages = []
@@ -114,6 +116,7 @@ def route(
                 templates_dir=templates_dir,
                 rule_template=rule.template,
                 timezone=ruleset.timezone,
+                link_origins=link_origins,
             )
             messages.append(Message(name, channel.kind, item.event, body, alert_id, group))
     return messages
@@ -185,7 +188,8 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         templates = ruleset.templates or (
             Path(deps.settings.templates) if deps.settings.templates else None
         )
-        messages = route(outgoing, ruleset, alert_ids, templates)
+        origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
+        messages = route(outgoing, ruleset, alert_ids, templates, [o for o in origins if o])
         if mark.degraded_announced:
             messages += meta_messages(
                 ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"

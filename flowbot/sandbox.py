@@ -134,6 +134,8 @@ class BoundedSandbox(SandboxedEnvironment):
         return _bounded(super().call(__context, __obj, *args, **kwargs))
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, str) and attribute in ("format", "format_map"):
+            _check_format(obj)  # the sandbox wraps these methods: checked here instead
         return _bounded(super().getattr(obj, attribute))
 
     def getitem(self, obj: Any, argument: Any) -> Any:
