@@ -1,5 +1,13 @@
 """What a message is made of, as plain values: the template context of a notice
-(what templates may use) and the file channel's structured record. No jinja2 here."""
+(what templates may use) and the file channel's structured record. No jinja2 here.
+
+Every string from outside reaches templates through `untrusted.one_line` (no control
+character, no line break: API text can never make a line, a header or a mail header of
+its own), and every URL as `TrustedUrl` only when `untrusted.is_trusted_url` allows it;
+the `link` filters make links of TrustedUrl values only. The file record keeps the raw
+text (JSON escapes it) but is bounded: MAX_FILE_ERRORS errors and MAX_FILE_LINKS links
+per alert, MAX_FILE_ALERTS alerts per grouped record, MAX_FILE_TEXT characters a string.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,21 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from markupsafe import Markup
 
-from flowbot.models import Finding, Flow, Notice, Run, RunError
+from flowbot.models import Finding, Flow, Link, Notice, Run, RunError
+from flowbot.untrusted import cut, is_trusted_url, one_line
 
 MAX_ERRORS = 10  # error lines shown per alert; the rest is "and N more"
 MAX_LINKS = 10
 MAX_ITEMS = 20  # flows listed in a grouped message
 MAX_MESSAGE = 500  # characters of one error message
+MAX_FILE_ERRORS = 50  # errors kept per alert in a file record; the rest is counted
+MAX_FILE_LINKS = 50
+MAX_FILE_ALERTS = 100  # alerts kept in a grouped file record
+MAX_FILE_TEXT = 2000  # characters of any one string in a file record
 
 # The dataflow in the AEP UI. `{org}` is "@<imsOrgId>/" when the flow payload carries
 # `imsOrgId`, else empty (the UI then opens the user's current organisation).
@@ -57,18 +71,46 @@ CONTEXT_NAMES = frozenset(
 # ---------------------------------------------------------------- context
 
 
-def aep_url(flow: Flow, sandbox: str = "") -> str:
-    """The dataflow's page in the AEP UI (see AEP_UI)."""
+class TrustedUrl(str):
+    """A URL that may be shown as a link (flowbot built it, or is_trusted_url allowed it)."""
+
+    __slots__ = ()
+
+
+def aep_url(flow: Flow, sandbox: str = "") -> TrustedUrl:
+    """The dataflow's page in the AEP UI (see AEP_UI); the parts from the API are
+    percent-encoded, so the link always stays on experience.adobe.com."""
     org = str(flow.raw.get("imsOrgId") or "") if flow.raw else ""
-    return AEP_UI.format(
-        org=f"@{org}/" if org else "",
-        sandbox=flow.sandbox or sandbox or "prod",
-        flow_id=flow.id,
+    return TrustedUrl(
+        AEP_UI.format(
+            org=f"@{quote(org, safe='@')}/" if org else "",
+            sandbox=quote(flow.sandbox or sandbox or "prod", safe=""),
+            flow_id=quote(flow.id, safe=""),
+        )
     )
 
 
-def cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _link(link: Link, origins: Sequence[str]) -> dict[str, Any]:
+    url = one_line(link.url)
+    return {
+        "name": one_line(link.name),
+        "url": TrustedUrl(url) if is_trusted_url(link.url, origins) else url,
+        "trusted": is_trusted_url(link.url, origins),
+        "activity": one_line(link.activity) if link.activity else link.activity,
+    }
+
+
+def _clean(value: Any) -> Any:
+    """Every string inside `value` through one_line (Markup and TrustedUrl kept as they are)."""
+    if isinstance(value, (Markup, TrustedUrl)):
+        return value
+    if isinstance(value, str):
+        return one_line(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 def _run(run: Run | None) -> dict[str, Any] | None:
@@ -107,16 +149,20 @@ def _error(err: RunError) -> dict[str, Any]:
     }
 
 
-def notice_context(notice: Notice, *, slack: bool = False) -> dict[str, Any]:
-    """One notice as plain values for templates (the names in CONTEXT_NAMES)."""
+def notice_context(
+    notice: Notice, *, slack: bool = False, link_origins: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One notice as plain values for templates (the names in CONTEXT_NAMES), every
+    string on one line; `link_origins` are origins whose URLs may be links besides
+    Adobe's hosts (the configured API and export URLs)."""
     finding: Finding | None = notice.finding
     errors = finding.errors if finding else ()
     links = finding.links if finding else ()
     sandbox = notice.sandbox or notice.flow.sandbox
     owner: Any = notice.owner or ""
     if slack and owner:
-        owner = Markup(owner)  # from rules.yaml: trusted, may be a <@U123> mention
-    return {
+        owner = Markup(one_line(owner))  # from rules.yaml: trusted, may be a <@U123> mention
+    context = {
         "event": notice.event,
         "rule": notice.rule,
         "rule_type": notice.rule_type,
@@ -141,28 +187,31 @@ def notice_context(notice: Notice, *, slack: bool = False) -> dict[str, Any]:
         "errors": [_error(e) for e in errors[:MAX_ERRORS]],
         "errors_total": len(errors),
         "errors_more": max(len(errors) - MAX_ERRORS, 0),
-        "links": [
-            {"name": link.name, "url": link.url, "activity": link.activity}
-            for link in links[:MAX_LINKS]
-        ],
+        "links": [_link(link, link_origins) for link in links[:MAX_LINKS]],
         "links_more": max(len(links) - MAX_LINKS, 0),
     }
+    return _clean(context)
 
 
 def message_context(
-    notices: Sequence[Notice], event: str, *, slack: bool = False, timezone: str = "UTC"
+    notices: Sequence[Notice],
+    event: str,
+    *,
+    slack: bool = False,
+    timezone: str = "UTC",
+    link_origins: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The whole template context: the first notice's fields at top level, every
     notice (cut at MAX_ITEMS) in `items`, and `event` and `timezone`. `flows_total` is
     how many dataflows the notices are about: one for a flow's incident (several rules
     that matched it, the lead first), more for a storm."""
-    items = [notice_context(n, slack=slack) for n in notices]
+    items = [notice_context(n, slack=slack, link_origins=link_origins) for n in notices[:MAX_ITEMS]]
     context = dict(items[0])
     context.update(
         event=event,
-        items=items[:MAX_ITEMS],
-        items_total=len(items),
-        items_more=max(len(items) - MAX_ITEMS, 0),
+        items=items,
+        items_total=len(notices),
+        items_more=max(len(notices) - MAX_ITEMS, 0),
         flows_total=len({n.flow.id for n in notices}),
         timezone=timezone,
     )
@@ -196,39 +245,57 @@ def _run_record(run: Run | None) -> dict[str, Any] | None:
 def _alert_record(notice: Notice) -> dict[str, Any]:
     finding = notice.finding
     sandbox = notice.sandbox or notice.flow.sandbox
-    return {
-        "rule": notice.rule,
-        "rule_type": notice.rule_type,
-        "severity": notice.severity,
-        "owner": notice.owner,
-        "count": notice.count,
-        "first_seen_at": _iso(notice.first_seen_at),
-        "flow": {
-            "id": notice.flow.id,
-            "name": notice.flow.name,
-            "sandbox": sandbox,
-            "url": aep_url(notice.flow, sandbox),
-        },
-        "run": _run_record(finding.run if finding else None),
-        "resolved_by": _run_record(notice.resolved_by),
-        "errors": [
-            {
-                "code": e.code,
-                "message": e.message,
-                "record_count": e.record_count,
-                "activity": e.activity,
-            }
-            for e in (finding.errors if finding else ())
-        ],
-        "links": [
-            {"name": link.name, "url": link.url, "activity": link.activity}
-            for link in (finding.links if finding else ())
-        ],
-        "reason": finding.reason if finding else "",
-        "values": _jsonable(dict(finding.values)) if finding else {},
-        "expected_at": _iso(finding.expected_at) if finding else None,
-        "last_run_at": _iso(finding.last_run_at) if finding else None,
-    }
+    errors = finding.errors if finding else ()
+    links = finding.links if finding else ()
+    return _bounded(
+        {
+            "rule": notice.rule,
+            "rule_type": notice.rule_type,
+            "severity": notice.severity,
+            "owner": notice.owner,
+            "count": notice.count,
+            "first_seen_at": _iso(notice.first_seen_at),
+            "flow": {
+                "id": notice.flow.id,
+                "name": notice.flow.name,
+                "sandbox": sandbox,
+                "url": str(aep_url(notice.flow, sandbox)),
+            },
+            "run": _run_record(finding.run if finding else None),
+            "resolved_by": _run_record(notice.resolved_by),
+            "errors": [
+                {
+                    "code": e.code,
+                    "message": e.message,
+                    "record_count": e.record_count,
+                    "activity": e.activity,
+                }
+                for e in errors[:MAX_FILE_ERRORS]
+            ],
+            "errors_total": len(errors),
+            "errors_more": max(len(errors) - MAX_FILE_ERRORS, 0),
+            "links": [
+                {"name": link.name, "url": link.url, "activity": link.activity}
+                for link in links[:MAX_FILE_LINKS]
+            ],
+            "links_more": max(len(links) - MAX_FILE_LINKS, 0),
+            "reason": finding.reason if finding else "",
+            "values": _jsonable(dict(finding.values)) if finding else {},
+            "expected_at": _iso(finding.expected_at) if finding else None,
+            "last_run_at": _iso(finding.last_run_at) if finding else None,
+        }
+    )
+
+
+def _bounded(value: Any) -> Any:
+    """Every string inside `value` cut at MAX_FILE_TEXT characters."""
+    if isinstance(value, str):
+        return cut(value, MAX_FILE_TEXT)
+    if isinstance(value, dict):
+        return {k: _bounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_bounded(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -245,9 +312,10 @@ def _json_default(value: Any) -> Any:
 
 def file_body(notices: Sequence[Notice], event: str) -> dict[str, Any]:
     """The structured record of the file channel: one alert's fields; for a storm
-    ("grouped", or a resolution of several flows) the rule's fields and every alert
-    under "alerts"; for one flow's incident the lead alert's fields and every matched
-    rule under "rules"."""
+    ("grouped", or a resolution of several flows) the rule's fields and the alerts under
+    "alerts" (the first MAX_FILE_ALERTS; the rest counted in "alerts_more"); for one
+    flow's incident the lead alert's fields and every matched rule under "rules".
+    Bounded: see the module docstring."""
     first = notices[0]
     if event == "grouped" or len({n.flow.id for n in notices}) > 1:
         return {
@@ -255,7 +323,8 @@ def file_body(notices: Sequence[Notice], event: str) -> dict[str, Any]:
             "rule": first.rule,
             "severity": first.severity,
             "count": len(notices),
-            "alerts": [_alert_record(n) for n in notices],
+            "alerts": [_alert_record(n) for n in notices[:MAX_FILE_ALERTS]],
+            "alerts_more": max(len(notices) - MAX_FILE_ALERTS, 0),
         }
     record = {"event": event, **_alert_record(first)}
     if len(notices) > 1:

@@ -98,9 +98,11 @@ def route(
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
     threads: Store | None = None,
+    link_origins: Sequence[str] = (),
 ) -> list[Message]:
     """Each outgoing message × the channels of its rules → rendered Messages; a channel
-    gets the notices of the rules routed to it, in one message.
+    gets the notices of the rules routed to it, in one message. Diagnostic URLs on
+    `link_origins` (the configured API and export URLs) may be links.
 
     A resolution is split by the thread its alerts were announced in on that channel
     (a storm's message, an incident's, their own; `threads` tells), replies there, and
@@ -113,7 +115,16 @@ def route(
                 item, pairs, channel, alert_ids, threads, ruleset.group_at
             ):
                 messages.append(
-                    _message(item, batch, channel, ruleset, alert_ids, templates_dir, update)
+                    _message(
+                        item,
+                        batch,
+                        channel,
+                        ruleset,
+                        alert_ids,
+                        templates_dir,
+                        update,
+                        link_origins,
+                    )
                 )
     return messages
 
@@ -180,6 +191,7 @@ def _message(
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
     update: bool,
+    link_origins: Sequence[str] = (),
 ) -> Message:
     from flowbot.render import render
 
@@ -193,6 +205,7 @@ def _message(
         templates_dir=templates_dir,
         rule_template=ruleset.rule(notices[0].rule).template,
         timezone=ruleset.timezone,
+        link_origins=link_origins,
     )
     if not update:
         body.pop("update", None)  # other alerts of that first message still fire
@@ -270,7 +283,8 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         templates = ruleset.templates or (
             Path(deps.settings.templates) if deps.settings.templates else None
         )
-        messages = route(outgoing, ruleset, alert_ids, templates, store)
+        origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
+        messages = route(outgoing, ruleset, alert_ids, templates, store, [o for o in origins if o])
         if mark.degraded_announced:
             messages += meta_messages(
                 ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"

@@ -19,8 +19,14 @@ Webhooks use the Slack templates. The file kind is structured JSON, not a templa
 Untrusted text (names and messages from the Flow Service) is escaped for its channel:
 in Slack templates every `{{ … }}` goes through the mrkdwn escape (`& < >`), except
 values marked trusted (the owner mention from rules.yaml, the `link` filter); email
-HTML is HTML-escaped. A template that fails to render gives a minimal plain message
-and a log line, never an exception.
+HTML is HTML-escaped. It arrives on one line (context.py), so it never makes structure.
+The `link` filter makes a link of a trusted URL only (context.TrustedUrl: Adobe hosts
+over https, the configured API/export origins); any other URL is shown as text.
+
+Rendering is bounded (sandbox.py: output and values under 262,144 characters, one
+message's templates under 2 s; `'x' * 300000000` is refused before it is computed). A
+template that fails or passes a bound gives a minimal plain message and one log line
+saying why, never an exception; `check_templates` trial-renders with the same bounds.
 """
 
 from __future__ import annotations
@@ -43,14 +49,32 @@ from jinja2 import (
     meta,
     nodes,
     pass_context,
+    pass_eval_context,
     select_autoescape,
 )
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from flowbot.context import CONTEXT_NAMES, MAX_ITEMS, cut, file_body, message_context
+from flowbot.blocks import (
+    SLACK_SECTION,
+    cut_lines,
+    cut_mrkdwn,
+    escape_mrkdwn,
+    guard_markers,
+    slack_blocks,
+)
+from flowbot.context import (
+    CONTEXT_NAMES,
+    MAX_ITEMS,
+    TrustedUrl,
+    file_body,
+    message_context,
+)
 from flowbot.models import Notice
+from flowbot.sandbox import BoundedSandbox, bounded_filter, render_template, within_time
+from flowbot.untrusted import cut, one_line
 
 log = logging.getLogger("flowbot.render")
 
@@ -58,23 +82,16 @@ DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"  # also ./temp
 EVENTS = ("firing", "repeat", "resolved", "grouped")
 KINDS = ("slack", "webhook", "email", "file", "terminal")
 
-SLACK_BLOCKS = 50
-SLACK_SECTION = 3000
-SLACK_HEADER = 150
 SUBJECT_MAX = 200
+SHOWN_URL = 200  # characters of an untrusted URL shown as text
 
 # ---------------------------------------------------------------- escaping and filters
-
-
-def escape_mrkdwn(text: str) -> str:
-    """Slack's three control characters as entities: `<!channel>` shows, never pings."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _finalize_slack(value: Any) -> Any:
     if isinstance(value, Markup):
         return value
-    return escape_mrkdwn("" if value is None else str(value))
+    return guard_markers(escape_mrkdwn("" if value is None else str(value)))
 
 
 def mrkdwn(value: Any) -> Markup:
@@ -83,9 +100,39 @@ def mrkdwn(value: Any) -> Markup:
 
 
 def slack_link(url: Any, label: Any = None) -> Markup:
-    """Filter: a Slack link `<url|label>` with both parts escaped."""
-    safe_url = escape_mrkdwn(str(url)).replace("|", "%7C")
-    return Markup(f"<{safe_url}|{escape_mrkdwn(str(label or url))}>")
+    """Filter: a Slack link `<url|label>` with both parts escaped, when `url` is trusted;
+    otherwise the label and the URL as text in a code span (Slack links neither)."""
+    text = escape_mrkdwn(one_line(str(label or url)))
+    if isinstance(url, TrustedUrl):
+        safe_url = escape_mrkdwn(str(url)).replace("|", "%7C")
+        return Markup(guard_markers(f"<{safe_url}|{text}>"))
+    shown = escape_mrkdwn(cut(one_line(str(url)), SHOWN_URL)).replace("`", "'")
+    return Markup(guard_markers(f"{text} `{shown}` (not an Adobe address, not linked)"))
+
+
+@pass_eval_context
+def html_link(eval_ctx: EvalContext, url: Any, label: Any = None) -> str:
+    """Filter: in HTML, `<a href>` for a trusted URL, else the label and the URL as text;
+    in plain text, "label: url" (marked when the URL is not trusted)."""
+    text, shown = one_line(str(label or url)), cut(one_line(str(url)), SHOWN_URL)
+    if not eval_ctx.autoescape:
+        note = "" if isinstance(url, TrustedUrl) else " (not an Adobe address)"
+        return f"{text}: {shown}{note}"
+    if isinstance(url, TrustedUrl):
+        return Markup('<a href="{}">{}</a>').format(str(url), bidi(text))
+    return Markup("{} <code>{}</code> (not an Adobe address, not linked)").format(bidi(text), shown)
+
+
+def bidi(value: Any) -> Markup:
+    """Filter (HTML): untrusted text isolated with its own direction, so a right-to-left
+    name cannot reorder what follows it."""
+    return Markup('<bdi dir="auto">{}</bdi>').format(value)
+
+
+def count_of(value: int | None, noun: str, plural: str | None = None) -> str:
+    """Filter: "1 record", "1,234 records", "— records" when unknown."""
+    many = plural or f"{noun}s"
+    return f"{count(value)} {noun if value == 1 else many}"
 
 
 def duration(value: timedelta | float | int | None) -> str:
@@ -139,7 +186,13 @@ def _time_filter(context: Context, at: datetime | None) -> str:
     return format_time(at, str(context.get("timezone") or "UTC"))
 
 
-FILTERS = {"duration": duration, "count": count, "pct": pct, "time": _time_filter}
+FILTERS = {
+    "duration": duration,
+    "count": count,
+    "count_of": count_of,
+    "pct": pct,
+    "time": _time_filter,
+}
 
 
 # ---------------------------------------------------------------- environments
@@ -156,14 +209,16 @@ def _environment(dirs: tuple[str, ...], slack: bool) -> SandboxedEnvironment:
         "keep_trailing_newline": False,
     }
     if slack:
-        env = SandboxedEnvironment(autoescape=False, finalize=_finalize_slack, **options)
+        env = BoundedSandbox(autoescape=False, finalize=_finalize_slack, **options)
         env.filters.update(mrkdwn=mrkdwn, link=slack_link)
     else:
-        env = SandboxedEnvironment(
+        env = BoundedSandbox(
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
             **options,
         )
+        env.filters.update(link=html_link, bidi=bidi)
     env.filters.update(FILTERS)
+    env.filters = {name: bounded_filter(name, f) for name, f in env.filters.items()}
     return env
 
 
@@ -174,6 +229,17 @@ def _dirs(templates_dir: Path | None, rule_template: Path | None) -> tuple[str, 
 
 # ---------------------------------------------------------------- render
 
+_RENDER_ERRORS = (
+    TemplateError,
+    TypeError,
+    ValueError,
+    LookupError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
+    OSError,
+)
+
 
 def render(
     notices: Sequence[Notice],
@@ -183,134 +249,70 @@ def render(
     templates_dir: Path | None = None,
     rule_template: Path | None = None,
     timezone: str = "UTC",
+    link_origins: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The Message.body for `kind` telling `event` about `notices` (one, or several of one
     rule when `event` is "grouped").
 
     slack/webhook: {"text", "blocks"} and, for "resolved", "update" (the new content of
     the thread's first message); email: {"subject", "text", "html"}; terminal:
-    {"text"}; file: a structured JSON-able dict. Never raises on a template problem:
-    it logs one line and returns a minimal plain message instead.
+    {"text"}; file: a structured JSON-able dict. `link_origins`: origins (the
+    configured API and export URLs) whose diagnostic URLs may be links besides Adobe's
+    hosts. Never raises on a template problem: it logs one line and returns a minimal
+    plain message instead.
     """
     if not notices:
         raise ValueError("render needs at least one notice")
     if kind == "file":
         return file_body(notices, event)
+    if kind not in KINDS:
+        raise ValueError(f"unknown channel kind {kind!r}")
     dirs = _dirs(templates_dir, rule_template)
     try:
-        if kind in ("slack", "webhook"):
-            return _slack_body(notices, event, dirs, timezone)
-        context = message_context(notices, event, timezone=timezone)
-        env = _environment(dirs, False)
-        if kind == "email":
-            subject = env.get_template(f"email/{event}.subject.j2").render(context)
-            return {
-                "subject": cut(" ".join(subject.split()), SUBJECT_MAX),
-                "text": env.get_template(f"email/{event}.txt.j2").render(context).strip() + "\n",
-                "html": env.get_template(f"email/{event}.html.j2").render(context),
-            }
-        if kind == "terminal":
-            return {"text": env.get_template(f"terminal/{event}.txt.j2").render(context).rstrip()}
-    except (TemplateError, TypeError, ValueError, LookupError, AttributeError, OSError) as exc:
+        return within_time(lambda: _body(notices, event, kind, dirs, timezone, link_origins))
+    except _RENDER_ERRORS as exc:
+        reason = str(getattr(exc, "message", None) or exc)
         log.error(
             "template for %s/%s of rule %s failed (%s: %s); sending a plain message",
             kind,
             event,
             notices[0].rule,
             type(exc).__name__,
-            exc,
+            cut(one_line(reason), 300),
         )
         return fallback_body(notices, event, kind)
-    raise ValueError(f"unknown channel kind {kind!r}")
 
 
-def _slack_body(
-    notices: Sequence[Notice], event: str, dirs: tuple[str, ...], timezone: str
+def _body(
+    notices: Sequence[Notice],
+    event: str,
+    kind: str,
+    dirs: tuple[str, ...],
+    timezone: str,
+    link_origins: Sequence[str],
 ) -> dict[str, Any]:
-    context = message_context(notices, event, slack=True, timezone=timezone)
-    env = _environment(dirs, True)
-    body = slack_blocks(env.get_template(f"slack/{event}.md.j2").render(context))
-    if event == "resolved":
-        body["update"] = slack_blocks(env.get_template("slack/update.md.j2").render(context))
-    return body
+    slack = kind in ("slack", "webhook")
+    context = message_context(
+        notices, event, slack=slack, timezone=timezone, link_origins=link_origins
+    )
+    env = _environment(dirs, slack)
 
+    def text(name: str) -> str:
+        return render_template(env.get_template(name), context)
 
-def slack_blocks(text: str) -> dict[str, Any]:
-    """Rendered Slack text → {"text": fallback, "blocks": [...]} within Slack's limits
-    (50 blocks, 3,000 characters a section, 150 a header)."""
-    blocks: list[dict[str, Any]] = []
-    paragraph: list[str] = []
-
-    def flush() -> None:
-        for section in _split_lines(paragraph, SLACK_SECTION):
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": section}})
-        paragraph.clear()
-
-    for line in text.splitlines():
-        stripped = line.strip()
-        if line.startswith("# "):
-            flush()
-            header = cut(line[2:].strip(), SLACK_HEADER)
-            blocks.append({"type": "header", "text": {"type": "plain_text", "text": header}})
-        elif stripped == "---":
-            flush()
-            blocks.append({"type": "divider"})
-        elif line.startswith("[context]"):
-            flush()
-            note = _cut_lines(line[len("[context]") :].strip(), SLACK_SECTION)
-            if note:
-                blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
-        elif not stripped:
-            flush()
-        else:
-            paragraph.append(line.rstrip())
-    flush()
-    if len(blocks) > SLACK_BLOCKS:
-        more = len(blocks) - SLACK_BLOCKS + 1
-        blocks = blocks[: SLACK_BLOCKS - 1]
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": f"and {more} more blocks not shown"}],
-            }
-        )
-    return {"text": _fallback_text(blocks), "blocks": blocks}
-
-
-def _split_lines(lines: list[str], limit: int) -> list[str]:
-    """Lines → texts of at most `limit` characters, split between lines (a line
-    longer than `limit` alone is cut)."""
-    out: list[str] = []
-    current = ""
-    for line in lines:
-        line = cut(line, limit)
-        if current and len(current) + 1 + len(line) > limit:
-            out.append(current)
-            current = line
-        else:
-            current = f"{current}\n{line}" if current else line
-    if current:
-        out.append(current)
-    return out
-
-
-def _cut_lines(text: str, limit: int) -> str:
-    """Cut at a line boundary, so a link or an entity is never cut in half."""
-    if len(text) <= limit:
-        return text
-    marker = "\n… (cut)"
-    head = text[: limit - len(marker)]
-    if "\n" in head:
-        head = head[: head.rindex("\n")]
-    return head + marker
-
-
-def _fallback_text(blocks: list[dict[str, Any]]) -> str:
-    """The notification text: the header, or else the first section."""
-    for block in blocks:
-        if block["type"] in ("header", "section"):
-            return cut(block["text"]["text"], 300)
-    return "flowbot alert"
+    if slack:
+        body = slack_blocks(text(f"slack/{event}.md.j2"))
+        if event == "resolved":
+            body["update"] = slack_blocks(text("slack/update.md.j2"))
+        return body
+    if kind == "email":
+        subject = text(f"email/{event}.subject.j2")
+        return {
+            "subject": cut(" ".join(one_line(subject).split()), SUBJECT_MAX),
+            "text": text(f"email/{event}.txt.j2").strip() + "\n",
+            "html": text(f"email/{event}.html.j2"),
+        }
+    return {"text": text(f"terminal/{event}.txt.j2").rstrip()}
 
 
 def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str, Any]:
@@ -320,14 +322,19 @@ def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str,
     if len(notices) > MAX_ITEMS:
         flows += f" and {len(notices) - MAX_ITEMS} more"
     sandbox = first.sandbox or first.flow.sandbox
-    line = f"[{first.severity.upper()}] {first.rule} {event}: {flows} in {sandbox}"
-    reason = first.finding.reason if first.finding else ""
+    line = one_line(f"[{first.severity.upper()}] {first.rule} {event}: {flows} in {sandbox}")
+    reason = one_line(first.finding.reason) if first.finding else ""
     text = f"{line}\n{reason}".strip()
     if kind in ("slack", "webhook"):
         safe = escape_mrkdwn(text)
         return {
-            "text": cut(safe, 300),
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": cut(safe, 3000)}}],
+            "text": cut_mrkdwn(safe, 300),
+            "blocks": [
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": cut_lines(safe, SLACK_SECTION)},
+                }
+            ],
         }
     if kind == "email":
         html = str(Markup("<pre>{}</pre>").format(text))
@@ -338,14 +345,15 @@ def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str,
 def render_meta(text: str, kind: str) -> dict[str, Any]:
     """A body for a message about flowbot itself ("monitoring degraded for sandbox prod
     since …"), for any kind. `text` is flowbot's own but may quote an API error, so it
-    is escaped like API text."""
+    is escaped like API text, and its lines are kept but cleaned of control characters."""
+    text = "\n".join(one_line(line) for line in text.splitlines())
     first = text.strip().splitlines()[0] if text.strip() else "flowbot"
     if kind in ("slack", "webhook"):
         safe = escape_mrkdwn(text)
         return {
-            "text": cut(escape_mrkdwn(first), 300),
+            "text": cut_mrkdwn(escape_mrkdwn(first), 300),
             "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": _cut_lines(safe, 3000)}}
+                {"type": "section", "text": {"type": "mrkdwn", "text": cut_lines(safe, 3000)}}
             ],
         }
     if kind == "email":
@@ -397,7 +405,7 @@ def _trial_render(env: SandboxedEnvironment, name: str, path: Path) -> list[str]
     notices = sample_notices(event if event in EVENTS else "resolved")
     context = message_context(notices, event, slack=name.startswith("slack/"))
     try:
-        env.get_template(name).render(context)
+        within_time(lambda: render_template(env.get_template(name), context))
     except TemplateError as exc:
         line = 0
         for frame in traceback.extract_tb(exc.__traceback__):

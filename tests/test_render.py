@@ -82,7 +82,7 @@ def test_firing_message_carries_everything_a_person_needs():
         "CONNECTOR-2001-500",
         "INGEST-1212-400",
         "MAPPER-3700-400",
-        "1 records",
+        "1 record)",
         "failedRecords",
         "sampleErrors",
         "fileInfo",
