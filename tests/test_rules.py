@@ -188,13 +188,23 @@ def test_poll_every_below_a_minute_is_a_warning(tmp_path):
     assert any("poll_every: 5s is below a minute" in w for w in ruleset.warnings)
 
 
-def test_unknown_status_and_unused_channel_are_warnings(tmp_path):
-    text = MINIMAL.replace("[failed]", "[faild]") + "  - {name: b, type: zero_records}\n"
+def test_an_unknown_status_is_an_error_with_did_you_mean(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("[failed]", "[Success, failure]"))
+    [problem] = problems_of(path)
+    assert problem.startswith("rules[0].status[1]: 'failure' is not a run status; one of success")
+    assert problem.endswith(f"did you mean 'failed'? ({path}:5:52)")
+
+
+@pytest.mark.parametrize("status", ["failed", "FAILED", "Failed", "inProgress", "Processing"])
+def test_statuses_of_sources_and_destinations_in_any_case(tmp_path, status):
+    rule = load_rules(write(tmp_path, MINIMAL.replace("[failed]", f"[{status}]")), environ={})
+    assert rule.rules[0].states == {status.lower()}
+
+
+def test_an_unused_channel_is_a_warning(tmp_path):
+    text = MINIMAL + "  - {name: b, type: zero_records}\n"
     text = text.replace('ops: {slack: "#ops"}', 'ops: {slack: "#ops"}\n  spare: {terminal: true}')
     ruleset = load_rules(write(tmp_path, text), environ={})
-    assert any(
-        "'faild' is not a status" in w and "did you mean 'failed'" in w for w in ruleset.warnings
-    )
     assert any(
         w.startswith("channels.spare: defined but no rule sends to it") for w in ruleset.warnings
     )
@@ -213,11 +223,31 @@ def test_selector_matches_ids_globs_and_sandboxes_together():
 
 def test_selector_accepts_a_string_or_a_list(tmp_path):
     text = MINIMAL.replace(
-        "status: [failed]}", 'status: failed, flows: {name: "crm-*", id: [a, b]}}'
+        "status: [failed]}", 'status: [failed], flows: {name: "crm-*", id: [a, b]}}'
     )
     rule = load_rules(write(tmp_path, text), environ={}).rules[0]
     assert rule.flows == Selector(ids=("a", "b"), names=("crm-*",))
-    assert rule.status == ("failed",)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        ("rules:", "sandboxes: prod, dev\nrules:", "sandboxes: must be a list, like [prod, dev]"),
+        ("status: [failed]", "status: failed", "rules[0].status: must be a list, like [failed]"),
+        ("channels: [ops]", "channels: ops", "defaults.channels: must be a list, like [ops]"),
+        ("type: status", "type: status, flows: {sandbox: 'prod, dev'}",
+         "rules[0].flows.sandbox[0]: a sandbox name has letters, digits"),
+    ],
+)  # fmt: skip
+def test_a_scalar_where_a_list_belongs_is_an_error(tmp_path, before, after, expected):
+    problems = problems_of(write(tmp_path, MINIMAL.replace(before, after, 1)))
+    assert [p[: len(expected)] for p in problems] == [expected]
+
+
+def test_a_list_from_the_environment_is_written_as_a_list(tmp_path):
+    text = 'sandboxes: ["${SANDBOX}"]\n' + MINIMAL.replace("[failed]", '["${STATUS}"]')
+    ruleset = load_rules(write(tmp_path, text), environ={"SANDBOX": "dev", "STATUS": "Failed"})
+    assert (ruleset.sandboxes, ruleset.rules[0].status) == (("dev",), ("Failed",))
 
 
 @pytest.mark.parametrize(
