@@ -35,7 +35,7 @@ from flowbot.rules_values import (
     Bool,
     Duration,
     DurationOrZero,
-    Int,
+    IntIn,
     OneOrList,
     Ratio,
     Text,
@@ -283,8 +283,8 @@ class FailedRecordsRule(RuleSpec):
 
     type: Literal["failed_records"]
     above: Ratio
-    min_input: Int = Field(
-        0, ge=0, le=10**15, description="judge only runs with at least this many inputs"
+    min_input: IntIn(0, 10**15) = Field(
+        0, description="judge only runs with at least this many inputs"
     )
 
 
@@ -299,8 +299,8 @@ class FailedRunsRule(RuleSpec):
 
     type: Literal["failed_runs"]
     above: Ratio | None = None
-    window: Int | None = Field(None, ge=1, le=1000)
-    in_a_row: Int | None = Field(None, ge=1, le=1000)
+    window: IntIn(1, 1000) | None = None
+    in_a_row: IntIn(1, 1000) | None = None
 
     @model_validator(mode="after")
     def _one_measure(self) -> FailedRunsRule:
@@ -407,7 +407,7 @@ class DiagnosticsSpec(_Model):
 
     enabled: Bool = False
     show_values: Bool = Field(False, description="record values (PII) stay out unless true")
-    budget: Int = Field(20, ge=0, le=1000, description="diagnostic requests per cycle, at most")
+    budget: IntIn(0, 1000) = Field(20, description="diagnostic requests per cycle, at most")
 
 
 class InhibitSpec(_Model):
@@ -455,8 +455,8 @@ class RulesFile(_Model):
     channels: dict[str, Any] = Field(default_factory=dict)
     defaults: Any = None  # DefaultsSpec, validated on its own
     rules: list[Any]
-    group_at: Int = Field(
-        10, ge=1, le=100_000, description="flows firing one rule before they are grouped"
+    group_at: IntIn(1, 100_000) = Field(
+        10, description="flows firing one rule before they are grouped"
     )
     timezone: str = Field("UTC", description="for times shown in messages")
     retention: Duration = Field(
@@ -493,7 +493,12 @@ class _RulesFileSchema(RulesFile):
     model_config = _extra(
         description=f"rules.yaml of flowbot. ${{NAME}} may stand in any value; {SCHEMA_CANNOT_SAY}.",
         # A rule without channels needs defaults.channels.
-        if_={"not": _given("defaults") | {"properties": {"defaults": _given("channels")}}},
+        if_={
+            "not": {
+                "required": ["defaults"],
+                "properties": {"defaults": {"type": "object", **_given("channels")}},
+            }
+        },
         then={"properties": {"rules": {"items": _given("channels")}}},
     )
 

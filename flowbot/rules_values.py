@@ -20,7 +20,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from flowbot.rules_yaml import EnvValue
 
@@ -204,7 +204,18 @@ Ratio = Annotated[
         }
     ),
 ]
-Int = Annotated[int, BeforeValidator(_int)]
+
+
+def IntIn(low: int, high: int) -> Any:  # noqa: N802 - reads as a type
+    """A whole number from `low` to `high` (or one taken whole from the environment)."""
+    return Annotated[
+        int,
+        BeforeValidator(_int),
+        Field(ge=low, le=high),
+        WithJsonSchema({"type": "integer", "minimum": low, "maximum": high}),
+    ]
+
+
 Bool = Annotated[bool, BeforeValidator(to_bool), WithJsonSchema({"type": "boolean"})]
 
 
