@@ -374,3 +374,87 @@ def test_committed_schema_equals_the_generated_one():
 def test_a_yaml_boolean_where_text_is_expected_suggests_quotes(tmp_path):
     [problem] = problems_of(write(tmp_path, MINIMAL.replace("name: failed", "name: off")))
     assert problem.startswith("rules[0].name: must be text, got False (YAML reads yes/no/on/off")
+
+
+V02 = """\
+late_arrival: 30m
+aep_ui: {org: mycompany}
+diagnostics: {enabled: true, show_values: false, budget: 5}
+inhibit:
+  - {source: failed, target: [empty]}
+slack_actions: {allow: [U012ABCDEF, S0123GROUP], retry: [U012ABCDEF]}
+digest: {cron: "0 8 * * 1-5", timezone: Europe/Paris, channels: [ops]}
+"""
+
+
+def test_the_0_2_keys_reach_the_ruleset(tmp_path):
+    from flowbot.rules import AepUi, Diagnostics, Digest, Inhibit, SlackActions
+
+    text = V02 + MINIMAL.replace(
+        "status: [failed]}",
+        "status: [failed], runbook: 'https://wiki.example.com/f', actions: [retry]}",
+    )
+    ruleset = load_rules(write(tmp_path, text + "  - {name: empty, type: zero_records}\n"), {})
+    assert ruleset.late_arrival == timedelta(minutes=30)
+    assert ruleset.aep_ui == AepUi("mycompany")
+    assert ruleset.diagnostics == Diagnostics(enabled=True, show_values=False, budget=5)
+    assert ruleset.inhibit == (Inhibit("failed", ("empty",)),)
+    assert ruleset.slack_actions == SlackActions(("U012ABCDEF", "S0123GROUP"), ("U012ABCDEF",))
+    assert ruleset.digest == Digest("0 8 * * 1-5", "Europe/Paris", ("ops",))
+    rule = ruleset.rules[0]
+    assert (rule.runbook, rule.actions) == ("https://wiki.example.com/f", ("retry",))
+
+
+def test_a_0_1_file_gets_the_0_2_defaults(tmp_path):
+    ruleset = load_rules(write(tmp_path, MINIMAL), environ={})
+    assert ruleset.late_arrival == timedelta(hours=1)
+    assert (ruleset.aep_ui, ruleset.digest, ruleset.inhibit) == (None, None, ())
+    assert not ruleset.diagnostics.enabled and ruleset.diagnostics.budget == 20
+    assert ruleset.slack_actions.allow == () and ruleset.rules[0].runbook is None
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("inhibit: [{source: failed, target: [faild]}]\n",
+         "inhibit[0].target[0]: no rule named 'faild'; did you mean 'failed'?"),
+        ("inhibit: [{source: failed, target: [failed]}]\n",
+         "inhibit[0]: rule 'failed' cannot inhibit itself"),
+        ("digest: {cron: '0 0 30 2 *', channels: [ops]}\n",
+         "digest.cron: cron expression '0 0 30 2 *' never fires (no such date)"),
+        ("digest: {cron: '0 8 * * *', channels: [opps]}\n",
+         "digest.channels[0]: channel 'opps' is not defined under channels"),
+        ("slack_actions: {retry: [bob]}\n",
+         "slack_actions.retry[0]: not a Slack user (U…, W…) or user-group (S…) id: 'bob'"),
+        ("lookback: 99999999999999d\n",
+         "lookback: 99999999999999d is longer than the longest duration flowbot takes (3650d"),
+    ],
+)  # fmt: skip
+def test_0_2_keys_and_bounds_are_checked(tmp_path, yaml_text, expected):
+    [problem] = problems_of(write(tmp_path, yaml_text + MINIMAL))
+    assert problem.startswith(expected)
+
+
+def test_a_cron_that_never_fires_is_refused(tmp_path):
+    text = MINIMAL + "  - {name: m, type: missing_run, cron: '0 0 30 2 *'}\n"
+    [problem] = problems_of(write(tmp_path, text))
+    assert problem.startswith("rules[1].cron: cron expression '0 0 30 2 *' never fires")
+    leap = MINIMAL + "  - {name: m, type: missing_run, cron: '0 0 29 2 *'}\n"
+    assert load_rules(write(tmp_path, leap), environ={}).rules[1].cron == "0 0 29 2 *"
+
+
+def test_numbers_and_booleans_from_the_environment_but_not_quoted_in_the_file(tmp_path):
+    text = "group_at: ${N}\npoll_every: ${P}\n" + MINIMAL.replace(
+        "status: [failed]}", "status: [failed], enabled: '${ON}'}"
+    )
+    ruleset = load_rules(write(tmp_path, text), {"N": "3", "P": "2m", "ON": "no"})
+    assert (ruleset.group_at, ruleset.poll_every) == (3, timedelta(minutes=2))
+    assert ruleset.rules[0].enabled is False
+    quoted = write(tmp_path, 'group_at: "3"\n' + MINIMAL)
+    assert problems_of(quoted)[0].startswith("group_at: must be a whole number, got '3'")
+
+
+def test_a_rule_type_is_never_taken_from_the_environment(tmp_path):
+    text = MINIMAL.replace("type: status", "type: '${T}'")
+    [problem] = problems_of(write(tmp_path, text), {"T": "status"})
+    assert problem.startswith("rules[0].type: a rule's type is written out")

@@ -162,17 +162,17 @@ def test_each_mutation_gets_the_same_verdict(tmp_path, index):
     assert checked == schema_ok, shown
 
 
-def test_400_seeded_mixes_get_the_same_verdict(tmp_path):
+def test_200_seeded_mixes_get_the_same_verdict(tmp_path):
     generator = random.Random(20240501)
     outcomes = {True: 0, False: 0}
-    for _ in range(400):
+    for _ in range(200):
         data = copy.deepcopy(BASE)
         for mutation in generator.sample(MUTATIONS, generator.randint(1, 4)):
             mutation(data)
         checked, schema_ok, shown = verdicts(tmp_path, data)
         assert checked == schema_ok, shown
         outcomes[checked] += 1
-    assert min(outcomes.values()) > 40, outcomes  # both verdicts well represented
+    assert min(outcomes.values()) > 20, outcomes  # both verdicts well represented
 
 
 # What JSON Schema cannot say: the schema accepts, rules check refuses, the schema's
