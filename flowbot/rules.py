@@ -18,7 +18,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from fnmatch import fnmatchcase
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -26,8 +25,18 @@ from typing import Any, Literal
 import pydantic
 
 from flowbot.errors import ConfigError
-from flowbot.models import FINISHED_STATES, Flow
+from flowbot.models import FINISHED_STATES
 from flowbot.rules_messages import PLAIN_MESSAGES, field_names, nearest
+from flowbot.rules_parts import (
+    AepUi,
+    Channel,
+    Diagnostics,
+    Digest,
+    Inhibit,
+    Monitoring,
+    Selector,
+    SlackActions,
+)
 from flowbot.rules_schema import (
     RULE_MODELS,
     RUN_LEVEL_TYPES,
@@ -40,7 +49,6 @@ from flowbot.rules_schema import (
     format_duration,
     parse_duration,
     parse_ratio,
-    rules_file_json_schema,
 )
 from flowbot.rules_yaml import Located, Path_, format_path, parse_yaml, read_text
 
@@ -62,51 +70,6 @@ __all__ = [
 ]
 
 Severity = Literal["info", "warning", "critical"]
-ChannelKind = Literal["slack", "webhook", "email", "file", "terminal"]
-
-
-@dataclass(frozen=True, slots=True)
-class Selector:
-    """Which flows a rule watches: ids, name globs and sandboxes, all optional.
-
-    Within one key any value may match; across keys all must. An empty selector
-    matches every flow. Name globs are fnmatch patterns, case-sensitive.
-    """
-
-    ids: tuple[str, ...] = ()
-    names: tuple[str, ...] = ()
-    sandboxes: tuple[str, ...] = ()
-
-    def matches(self, flow: Flow) -> bool:
-        """True when the flow is one this selector picks."""
-        if self.ids and flow.id not in self.ids:
-            return False
-        if self.names and not any(fnmatchcase(flow.name, glob) for glob in self.names):
-            return False
-        return not (self.sandboxes and flow.sandbox not in self.sandboxes)
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.ids or self.names or self.sandboxes)
-
-
-@dataclass(frozen=True, slots=True)
-class Channel:
-    """A named destination. `target` is a Slack channel, webhook URL, file path
-    (absolute), a tuple of email addresses, or "" for the terminal."""
-
-    name: str
-    kind: ChannelKind
-    target: str | tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Monitoring:
-    """Where the meta-alert about degraded monitoring goes, and after how long."""
-
-    channels: tuple[str, ...] = ()
-    after: timedelta = timedelta(minutes=15)
-    heartbeat_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,47 +122,6 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
-class AepUi:
-    """What links into the AEP UI need: the org's short name."""
-
-    org: str
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnostics:
-    """Row-level errors of failed runs via the Data Access API; off unless enabled."""
-
-    enabled: bool = False
-    show_values: bool = False
-    budget: int = 20
-
-
-@dataclass(frozen=True, slots=True)
-class Inhibit:
-    """While rule `source` fires for a flow, the `target` rules are muted for it."""
-
-    source: str
-    target: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SlackActions:
-    """Slack user or user-group ids that may press buttons (any / Retry)."""
-
-    allow: tuple[str, ...] = ()
-    retry: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """A periodic summary: when (cron in `timezone`) and to which channels."""
-
-    cron: str
-    timezone: str = "UTC"
-    channels: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class RuleSet:
     """A loaded rules.yaml. `rules` holds enabled and disabled rules, in file order."""
 
@@ -229,6 +151,8 @@ class RuleSet:
 
 def ruleset_json_schema() -> dict[str, Any]:
     """The JSON Schema of rules.yaml (draft 2020-12), for editors."""
+    from flowbot.rules_jsonschema import rules_file_json_schema
+
     return rules_file_json_schema()
 
 
