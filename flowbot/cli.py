@@ -39,7 +39,54 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsage(click.ClickException):
+    """A bad command line, said in one line (no usage block), exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+class _Group(click.Group):
+    """The flowbot group: a bad argument anywhere below it is one line, exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" or isinstance(exc, _OneLineUsage):
+                raise
+            words = (exc.ctx or ctx).command_path.split()[1:]
+            where = " ".join(["flowbot", *words])
+            raise _OneLineUsage(f"{where}: {_lower_first(exc.format_message())}") from None
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+class _Duration(click.ParamType):
+    """30s, 15m, 4h, 2d: a duration as rules.yaml writes it."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from flowbot.rules_values import parse_duration
+
+        try:
+            delta = parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if delta.total_seconds() <= 0:
+            self.fail("must be longer than zero", param, ctx)
+        return delta
+
+
+DURATION = _Duration()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flowbot")
 def cli() -> None:
     """Watch Adobe Experience Platform dataflows and alert in Slack or by email."""
@@ -185,11 +232,19 @@ def _load(rules_file: str | None, db: str | None, level: int = 20) -> tuple[Any,
     return settings, load_rules(settings.rules)
 
 
-def _open_store(db: str | None) -> Any:
+def _open_store(db: str | None, *, create: bool = True) -> Any:
+    """The store at --db (default $FLOWBOT_DB). A command that only reads or changes
+    what is there passes create=False: a missing file is one line, exit 2, and no empty
+    database is left behind (a typo in --db must not look like "no alerts")."""
+    from pathlib import Path
+
     from flowbot.settings import load_settings
     from flowbot.store import Store
 
-    store = Store(db or load_settings().db)
+    path = db or load_settings().db
+    if not create and path != ":memory:" and not Path(path).is_file():
+        raise ConfigError(f"no database at {path} (set --db or FLOWBOT_DB)")
+    store = Store(path)
     store.migrate()
     return store
 
@@ -243,22 +298,28 @@ def check(once: bool, verbose: bool, rules_file: str | None, db: str | None) -> 
 @cli.command()
 @click.option("--flow", help="A flow id or name (glob with *).")
 @click.option("--rule", help="A rule name.")
-@click.option("--since", metavar="DURATION", help="Only alerts seen in this span, e.g. 24h or 7d.")
-@click.option("--limit", default=50, show_default=True, help="At most this many alerts.")
+@click.option(
+    "--since", type=DURATION, metavar="DURATION", help="Only alerts seen in this span, e.g. 24h."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="At most this many alerts.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per alert.")
 @db_option
 @friendly_errors
 def history(
-    flow: str | None, rule: str | None, since: str | None, limit: int, as_json: bool, db: str | None
+    flow: str | None, rule: str | None, since: Any, limit: int, as_json: bool, db: str | None
 ) -> None:
     """What was alerted and when, with the messages sent for each alert."""
     import json
     from datetime import UTC, datetime
 
-    from flowbot.rules import parse_duration
-
-    store = _open_store(db)
-    start = datetime.now(UTC) - parse_duration(since) if since else None
+    store = _open_store(db, create=False)
+    start = datetime.now(UTC) - since if since else None
     alerts = store.alerts(flow=flow, rule=rule, since=start, limit=limit)
     messages = store.messages(alert_ids=[a.id for a in alerts], limit=limit * 20)
     by_alert: dict[int, list[Any]] = {}
@@ -309,27 +370,67 @@ def silence() -> None:
 @click.option("--rule", help="A rule name or glob.")
 @click.option("--flow", help="A flow id or a flow-name glob (e.g. 'crm-*').")
 @click.option(
-    "--for", "duration", default="2h", show_default=True, help="How long, e.g. 30m, 4h, 2d."
+    "--for",
+    "duration",
+    type=DURATION,
+    default="2h",
+    show_default=True,
+    help="How long, e.g. 30m, 4h, 2d.",
 )
 @click.option("--reason", required=True, help="Why: shown in `silence list` and history.")
+@rules_option
 @db_option
 @friendly_errors
 def silence_add(
-    rule: str | None, flow: str | None, duration: str, reason: str, db: str | None
+    rule: str | None,
+    flow: str | None,
+    duration: Any,
+    reason: str,
+    rules_file: str | None,
+    db: str | None,
 ) -> None:
-    """Add a silence."""
+    """Add a silence. --rule must name a rule of the rules file (a glob must match one);
+    a --flow that matches no flow seen yet is accepted, with a note."""
     from datetime import UTC, datetime
 
     from flowbot.errors import ConfigError
-    from flowbot.rules import parse_duration
+    from flowbot.silences import flows_matching, rules_matching
 
     if not rule and not flow:
         raise ConfigError("a silence needs --rule or --flow (or both)")
+    from flowbot.rules import load_rules
+    from flowbot.settings import load_settings
+
+    ruleset = None
+    try:
+        ruleset = load_rules(rules_file or load_settings().rules)
+    except ConfigError:
+        if rule:  # a rule can only be checked against the rules
+            raise
+    if rule and ruleset:
+        known = [r.name for r in ruleset.rules]
+        if not rules_matching(rule, known):
+            raise ConfigError(_unknown_rule(rule, known, str(ruleset.source)))
     now = datetime.now(UTC)
     store = _open_store(db)
-    expires = now + parse_duration(duration)
+    if flow:
+        sandboxes = ruleset.sandboxes if ruleset else None
+        if not flows_matching(flow, store, sandboxes):
+            click.echo(
+                f"note: no known flow matches {flow!r} yet; the silence applies when one does",
+                err=True,
+            )
+    expires = now + duration
     sid = store.add_silence(rule=rule, flow=flow, reason=reason, now=now, expires=expires)
     click.echo(f"silence #{sid} until {_when(expires)} UTC")
+
+
+def _unknown_rule(rule: str, known: list[str], source: str) -> str:
+    import difflib
+
+    hint = difflib.get_close_matches(rule, known, n=1, cutoff=0.5)
+    suffix = f"; did you mean '{hint[0]}'?" if hint else f" (rules: {', '.join(known) or 'none'})"
+    return f"--rule: no rule {rule!r} in {source}{suffix}"
 
 
 @silence.command("list")
@@ -341,7 +442,7 @@ def silence_list(include_expired: bool, db: str | None) -> None:
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
-    rows = _open_store(db).silences(now, include_expired=include_expired)
+    rows = _open_store(db, create=False).silences(now, include_expired=include_expired)
     if not rows:
         click.echo("no silences")
     for s in rows:
@@ -362,7 +463,7 @@ def silence_expire(silence_id: int, db: str | None) -> None:
 
     from flowbot.errors import FlowbotError
 
-    if not _open_store(db).expire_silence(silence_id, datetime.now(UTC)):
+    if not _open_store(db, create=False).expire_silence(silence_id, datetime.now(UTC)):
         raise FlowbotError(f"no active silence #{silence_id}")
     click.echo(f"silence #{silence_id} expired")
 

@@ -20,7 +20,8 @@ Flows and runs are given in a compact form, turned into real Flow Service payloa
 from a JSON file with `{file: runs.json}`. A step's `runs` are added to (or replace,
 by id) what the test holds, and they are the runs "changed" in that step; the test's
 own `runs` are changed in step 0. `firing` folds the steps: (firing ∪ findings) − clear.
-Expectations left out are not checked; `flow` is a flow's name or id.
+Expectations left out are not checked; `flow` is a flow's name or id. As in the daemon,
+flows and runs of a sandbox the rules do not watch (`sandboxes:`) are never seen.
 """
 
 from __future__ import annotations
@@ -139,10 +140,15 @@ def run_case(case: Case, ruleset: RuleSet, base: Path) -> Outcome:
         for run in build_runs(new_runs, now, base, flows, counter):
             runs[run.id] = run
             changed.append(run.id)
+        # The daemon reads only the sandboxes the rules watch: the rest never alerts.
+        watched = set(ruleset.sandboxes)
         history: dict[str, list[Run]] = {}
         for run in runs.values():
-            history.setdefault(run.flow_id, []).append(run)
-        result = evaluate(ruleset, list(flows.values()), history, changed, now)
+            if run.sandbox in watched:
+                history.setdefault(run.flow_id, []).append(run)
+        seen = [f for f in flows.values() if f.sandbox in watched]
+        changed = [r for r in changed if runs[r].sandbox in watched]
+        result = evaluate(ruleset, seen, history, changed, now)
         found = {f.key for f in result.findings}
         firing = (firing | found) - set(result.clear)
         names = {f.id: f.name or f.id for f in flows.values()}

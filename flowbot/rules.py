@@ -18,7 +18,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from fnmatch import fnmatchcase
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -26,9 +25,19 @@ from typing import Any, Literal
 import pydantic
 
 from flowbot.errors import ConfigError
-from flowbot.models import FINISHED_STATES, Flow
+from flowbot.models import FINISHED_STATES
+from flowbot.rules_messages import PLAIN_MESSAGES, field_names, nearest
+from flowbot.rules_parts import (
+    AepUi,
+    Channel,
+    Diagnostics,
+    Digest,
+    Inhibit,
+    Monitoring,
+    Selector,
+    SlackActions,
+)
 from flowbot.rules_schema import (
-    KNOWN_STATUSES,
     RULE_MODELS,
     RUN_LEVEL_TYPES,
     ChannelSpec,
@@ -37,14 +46,19 @@ from flowbot.rules_schema import (
     RulesFile,
     RuleSpec,
     SelectorSpec,
+    format_duration,
     parse_duration,
     parse_ratio,
-    rules_file_json_schema,
 )
 from flowbot.rules_yaml import Located, Path_, format_path, parse_yaml, read_text
 
 __all__ = [
+    "AepUi",
     "Channel",
+    "Diagnostics",
+    "Digest",
+    "Inhibit",
+    "SlackActions",
     "Monitoring",
     "Rule",
     "RuleSet",
@@ -56,51 +70,6 @@ __all__ = [
 ]
 
 Severity = Literal["info", "warning", "critical"]
-ChannelKind = Literal["slack", "webhook", "email", "file", "terminal"]
-
-
-@dataclass(frozen=True, slots=True)
-class Selector:
-    """Which flows a rule watches: ids, name globs and sandboxes, all optional.
-
-    Within one key any value may match; across keys all must. An empty selector
-    matches every flow. Name globs are fnmatch patterns, case-sensitive.
-    """
-
-    ids: tuple[str, ...] = ()
-    names: tuple[str, ...] = ()
-    sandboxes: tuple[str, ...] = ()
-
-    def matches(self, flow: Flow) -> bool:
-        """True when the flow is one this selector picks."""
-        if self.ids and flow.id not in self.ids:
-            return False
-        if self.names and not any(fnmatchcase(flow.name, glob) for glob in self.names):
-            return False
-        return not (self.sandboxes and flow.sandbox not in self.sandboxes)
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.ids or self.names or self.sandboxes)
-
-
-@dataclass(frozen=True, slots=True)
-class Channel:
-    """A named destination. `target` is a Slack channel, webhook URL, file path
-    (absolute), a tuple of email addresses, or "" for the terminal."""
-
-    name: str
-    kind: ChannelKind
-    target: str | tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Monitoring:
-    """Where the meta-alert about degraded monitoring goes, and after how long."""
-
-    channels: tuple[str, ...] = ()
-    after: timedelta = timedelta(minutes=15)
-    heartbeat_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +101,8 @@ class Rule:
     schedule: str | None = None
     grace: timedelta = timedelta(minutes=15)
     codes: tuple[str, ...] = ()
+    runbook: str | None = None
+    actions: tuple[str, ...] = ()
 
     @property
     def is_run_level(self) -> bool:
@@ -166,6 +137,12 @@ class RuleSet:
     channels: Mapping[str, Channel] = field(default_factory=lambda: MappingProxyType({}))
     rules: tuple[Rule, ...] = ()
     warnings: tuple[str, ...] = ()
+    late_arrival: timedelta = timedelta(hours=1)
+    aep_ui: AepUi | None = None
+    diagnostics: Diagnostics = Diagnostics()
+    inhibit: tuple[Inhibit, ...] = ()
+    slack_actions: SlackActions = SlackActions()
+    digest: Digest | None = None
 
     def rule(self, name: str) -> Rule | None:
         """The rule with this name, or None."""
@@ -174,6 +151,8 @@ class RuleSet:
 
 def ruleset_json_schema() -> dict[str, Any]:
     """The JSON Schema of rules.yaml (draft 2020-12), for editors."""
+    from flowbot.rules_jsonschema import rules_file_json_schema
+
     return rules_file_json_schema()
 
 
@@ -213,8 +192,19 @@ class _Builder:
         self.base = base
         self.problems: list[str] = []
         self.warnings: list[str] = []
-        channels = located.data.get("channels") if isinstance(located.data, dict) else None
+        data = located.data if isinstance(located.data, dict) else {}
+        channels = data.get("channels")
         self.declared = set(channels) if isinstance(channels, dict) else set()
+        rules = data.get("rules")
+        self.declared_rules = (
+            {
+                r["name"]
+                for r in rules or ()
+                if isinstance(r, dict) and isinstance(r.get("name"), str)
+            }
+            if isinstance(rules, list)
+            else set()
+        )
 
     def at(self, path: Path_) -> str:
         return self.located.where(path)
@@ -233,7 +223,7 @@ class _Builder:
                 (*e["loc"][:-1], hint)
                 for e in errors
                 if e["type"] == "extra_forbidden"
-                for hint in _nearest(str(e["loc"][-1]), _field_names(model, e["loc"][:-1]))
+                for hint in nearest(str(e["loc"][-1]), field_names(model, e["loc"][:-1]))
             }
             for error in errors:
                 if error["type"] == "missing" and tuple(error["loc"]) in meant:
@@ -247,8 +237,8 @@ class _Builder:
         if kind == "extra_forbidden":
             key = loc[-1]
             parent = loc[:-1]
-            allowed = _field_names(model, error["loc"][:-1])
-            hint = _nearest(str(key), allowed)
+            allowed = field_names(model, error["loc"][:-1])
+            hint = nearest(str(key), allowed)
             where = format_path(parent)
             text = f"unknown key '{key}' in {where} ({self.at(loc)})"
             if hint:
@@ -256,8 +246,18 @@ class _Builder:
             return f"{text}; expected one of: {', '.join(allowed)}"
         if kind == "missing":
             return f"missing key '{loc[-1]}' in {format_path(loc[:-1])} ({self.at(loc[:-1])})"
+        if kind == "list_type" and isinstance(error.get("input"), str):
+            items = ", ".join(p.strip() for p in error["input"].split(",") if p.strip())
+            return (
+                f"{format_path(loc)}: must be a list, like [{items or 'a, b'}]; "
+                f"a single value is written [{items or 'a'}] too ({self.at(loc)})"
+            )
         message = PLAIN_MESSAGES.get(kind) or str(error["msg"])
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        given = error.get("input")
+        if self._is_secretive(loc) and isinstance(given, str) and given and given in message:
+            message = message.replace(repr(given), "(a value from the environment)")
+            message = message.replace(given, "(a value from the environment)")
         if error.get("input") is not None and not self._is_secretive(loc) and kind != "value_error":
             shown = repr(error["input"])
             if len(shown) <= 60 and not isinstance(error["input"], dict | list):
@@ -290,8 +290,14 @@ class _Builder:
                 heartbeat_url=monitoring_spec.heartbeat_url,
             )
         self.check_channel_names(monitoring.channels, ("monitoring", "channels"), channels)
+        digest = None
+        if top.digest is not None:
+            digest = Digest(top.digest.cron, top.digest.timezone, tuple(top.digest.channels))
+            self.check_channel_names(digest.channels, ("digest", "channels"), channels)
+        inhibit = self.build_inhibit(top.inhibit, rules)
         self.check_top(top)
         used = {c for r in rules for c in r.channels} | set(monitoring.channels)
+        used |= set(digest.channels) if digest else set()
         for name in channels:
             if name not in used:
                 self.warnings.append(
@@ -310,7 +316,35 @@ class _Builder:
             channels=MappingProxyType(channels),
             rules=tuple(rules),
             warnings=tuple(self.warnings),
+            late_arrival=top.late_arrival,
+            aep_ui=AepUi(top.aep_ui.org) if top.aep_ui else None,
+            diagnostics=Diagnostics(**top.diagnostics.model_dump()),
+            inhibit=inhibit,
+            slack_actions=SlackActions(
+                tuple(top.slack_actions.allow), tuple(top.slack_actions.retry)
+            ),
+            digest=digest,
         )
+
+    def build_inhibit(self, specs: Any, rules: list[Rule]) -> tuple[Inhibit, ...]:
+        """The inhibit rules, each naming existing rules and never its own source."""
+        names = [r.name for r in rules]
+        declared = set(names) | self.declared_rules
+        out = []
+        for index, spec in enumerate(specs):
+            path: Path_ = ("inhibit", index)
+            for key, name in [("source", spec.source)] + [
+                (("target", i), n) for i, n in enumerate(spec.target)
+            ]:
+                where = (*path, *(key if isinstance(key, tuple) else (key,)))
+                if name not in declared:
+                    hint = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+                    suffix = f"; did you mean '{hint[0]}'?" if hint else ""
+                    self.problem(where, f"no rule named '{name}'{suffix}")
+            if spec.source in spec.target:
+                self.problem(path, f"rule '{spec.source}' cannot inhibit itself")
+            out.append(Inhibit(spec.source, tuple(spec.target)))
+        return tuple(out)
 
     def part(self, model: type[pydantic.BaseModel], data: dict[str, Any], key: str) -> Any:
         """The optional top-level mapping `key` validated on its own, or None."""
@@ -400,6 +434,12 @@ class _Builder:
                 f"one of: {', '.join(RULE_MODELS)}"
             )
             return None
+        if (*path, "type") in self.located.from_env:
+            self.problems.append(
+                f"{format_path((*path, 'type'))}: a rule's type is written out, not taken from "
+                f"the environment ({self.at((*path, 'type'))})"
+            )
+            return None
         if kind not in RULE_MODELS:
             hint = difflib.get_close_matches(str(kind), list(RULE_MODELS), n=1, cutoff=0.6)
             suffix = (
@@ -416,7 +456,8 @@ class _Builder:
         names = tuple(spec.channels) if spec.channels is not None else None
         if names is None and defaults is not None and defaults.channels is not None:
             names = tuple(defaults.channels)
-        if not names:
+        broken_defaults = defaults is None and self.located.data.get("defaults") is not None
+        if not names and not broken_defaults:
             self.problems.append(
                 f"{format_path(path)}: rule '{spec.name}' sends to no channel; give it "
                 f"channels: [...] or set defaults.channels ({self.at(path)})"
@@ -424,20 +465,18 @@ class _Builder:
             names = ()
         elif spec.channels is not None:
             self.check_channel_names(names, (*path, "channels"), channels)
+        names = names or ()
         fields = spec.rule_fields()
         for key in ("severity", "repeat_after", "send_resolved"):
             if fields.get(key) is None:
                 fields[key] = getattr(defaults, key, None) if defaults else None
             if fields.get(key) is None:
                 fields.pop(key)
-        for status in fields.get("status", ()):
-            if status.lower() not in KNOWN_STATUSES:
-                hint = difflib.get_close_matches(status.lower(), sorted(KNOWN_STATUSES), n=1)
-                suffix = f"; did you mean '{hint[0]}'?" if hint else ""
-                self.warnings.append(
-                    f"{format_path((*path, 'status'))}: '{status}' is not a status the Flow "
-                    f"Service is known to report ({self.at((*path, 'status'))}){suffix}"
-                )
+        if spec.actions and spec.type not in RUN_LEVEL_TYPES:
+            self.warnings.append(
+                f"{format_path((*path, 'actions'))}: a {spec.type} rule has no run to act on; "
+                f"its buttons will not show ({self.at((*path, 'actions'))})"
+            )
         template = self.directory(spec.template, (*path, "template"))
         return Rule(
             flows=_selector(spec.flows),
@@ -458,92 +497,11 @@ class _Builder:
         return resolved
 
 
-# pydantic's wording for type errors, in the words of a YAML file.
-PLAIN_MESSAGES = {
-    "model_type": "must be a mapping (key: value)",
-    "model_attributes_type": "must be a mapping (key: value)",
-    "dict_type": "must be a mapping (key: value)",
-    "list_type": "must be a list, like [a, b]",
-    "string_type": "must be text",
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-}
-
-# Words people reach for, and the key that means it here.
-SYNONYMS = {
-    "threshold": "above",
-    "limit": "above",
-    "max": "above",
-    "over": "above",
-    "more_than": "above",
-    "greater_than": "above",
-    "timeout": "above",
-    "statuses": "status",
-    "state": "status",
-    "code": "codes",
-    "error_codes": "codes",
-    "channel": "channels",
-    "notify": "channels",
-    "flow": "flows",
-    "selector": "flows",
-    "match": "flows",
-    "interval": "every",
-    "period": "every",
-    "schedule_every": "every",
-    "tz": "timezone",
-    "repeat": "repeat_after",
-    "repeat_every": "repeat_after",
-    "resolved": "send_resolved",
-    "disabled": "enabled",
-    "kind": "type",
-    "ids": "id",
-    "names": "name",
-    "sandboxes": "sandbox",
-}
-
-
-def _nearest(key: str, allowed: list[str]) -> list[str]:
-    """The allowed key nearest to a typo, by spelling or by a known synonym."""
-    words = {name: name for name in allowed}
-    words.update({s: t for s, t in SYNONYMS.items() if t in allowed and s not in words})
-    found = difflib.get_close_matches(key.lower(), list(words), n=1, cutoff=0.6)
-    return [words[found[0]]] if found else []
-
-
 def _selector(spec: SelectorSpec | None) -> Selector:
     if spec is None:
         return Selector()
     return Selector(ids=tuple(spec.id), names=tuple(spec.name), sandboxes=tuple(spec.sandbox))
 
 
-def _field_names(model: type[pydantic.BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys allowed at `loc` inside `model` (following nested models)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        info = getattr(current, "model_fields", {}).get(part)
-        if info is None:
-            return []
-        current = _nested_model(info.annotation)
-    fields = getattr(current, "model_fields", {})
-    return [info.alias or name for name, info in fields.items()]
-
-
-def _nested_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _nested_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def _show(delta: timedelta) -> str:
-    from flowbot.rules_schema import format_duration
-
     return format_duration(delta)

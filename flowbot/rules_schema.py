@@ -2,18 +2,20 @@
 
 These models only validate what the user wrote (types, units, ranges, which keys go
 together); `rules.py` turns them into the frozen values the rest of flowbot uses, and
-checks what crosses parts (channel references, duplicate names). The same models give
-the JSON Schema that editors use (`flowbot rules schema`).
+checks what crosses parts (channel and rule references, duplicate names). The same
+models give the published JSON Schema (`flowbot rules schema`, rules.schema.json), which
+accepts exactly what these models accept wherever JSON Schema can say it; what it cannot
+say is listed in SCHEMA_CANNOT_SAY and in the schema's description.
 """
 
 from __future__ import annotations
 
-import re
+import difflib
 import zoneinfo
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -23,125 +25,93 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import GenerateJsonSchema
 
-RUN_LEVEL_TYPES = frozenset({"status", "failed_records", "duration", "error_code", "zero_records"})
-# Statuses the Flow Service reports (sources and destinations), lower case.
-KNOWN_STATUSES = frozenset(
-    {"success", "failed", "inprogress", "scheduled", "processing", "waiting", "completed"}
+from flowbot.rules_values import (
+    MAX_DURATION,
+    Bool,
+    Duration,
+    DurationOrZero,
+    IntIn,
+    OneOrList,
+    Ratio,
+    Text,
+    format_duration,
+    parse_duration,
+    parse_ratio,
+    to_bool,
 )
 
-_UNITS = {
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-    "d": timedelta(days=1),
-    "w": timedelta(weeks=1),
-}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-DURATION_PATTERN = r"^\s*(\d+(\.\d+)?(ms|s|m|h|d|w)\s*)+$"
-RATIO_PATTERN = r"^\s*\d+(\.\d+)?\s*%\s*$"
-_EMAIL = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"']+$")
+__all__ = ["format_duration", "parse_duration", "parse_ratio"]
 
+RUN_LEVEL_TYPES = frozenset({"status", "failed_records", "duration", "error_code", "zero_records"})
+# Run statuses the Flow Service reports: sources spell them success, failed, inProgress,
+# scheduled; destinations Success, Failed, Processing, Waiting. Compared in lower case.
+STATUS_SPELLINGS = ("success", "failed", "inProgress", "scheduled", "processing", "waiting")
+KNOWN_STATUSES = frozenset(s.lower() for s in STATUS_SPELLINGS)
+# A cron expression must fire within this long after any moment (29 February: 4 years).
+CRON_HORIZON = timedelta(days=5 * 366)
 
-def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """'30s', '15m', '4h', '2d', '1w' (or combined, '1h30m') → timedelta.
+SCHEMA_CANNOT_SAY = (
+    "what JSON Schema cannot say is checked by `flowbot rules check` only: channel names "
+    "used by rules, defaults, monitoring and digest are defined under channels; rule names "
+    "are unique; inhibit names existing rules and no rule inhibits itself; template "
+    "directories exist; time zones are IANA names; cron expressions are valid and fire "
+    f"(within {CRON_HORIZON.days // 366} years); durations are at most "
+    f"{MAX_DURATION.days}d; every ${{NAME}} is set in the environment and its value is "
+    "valid where it is used; YAML keys are not duplicated"
+)
 
-    A bare number is refused: without a unit nobody can tell seconds from minutes.
-    Raises ValueError with a message meant for the user.
-    """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(
-            f"a duration needs a unit, like {value}s or {value}m; got the number {value!r}"
-        )
-    text = value.strip()
-    if not text or _DURATION.sub("", text).strip():
-        raise ValueError(f"not a duration: {value!r}; write it like 30s, 15m, 4h or 2d")
-    total = timedelta()
-    for number, unit in _DURATION.findall(text):
-        total += float(number) * _UNITS[unit]
-    return total
-
-
-def parse_ratio(value: str | int | float) -> float:
-    """'5%' or 0.05 → 0.05. Anything outside 0–100% raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(f"a ratio must be a percentage like 5% or a number like 0.05, got {value}")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            ratio = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-        except ValueError:
-            raise ValueError(
-                f"not a ratio: {value!r}; write a percentage like 5% or a number like 0.05"
-            ) from None
-    elif isinstance(value, int | float):
-        ratio = float(value)
-    else:
-        raise ValueError(
-            f"a ratio must be a percentage like 5% or a number like 0.05, got {value!r}"
-        )
-    if not 0 <= ratio <= 1:
-        hint = (
-            f" (did you mean {value}%?)" if isinstance(value, int | float) and ratio <= 100 else ""
-        )
-        raise ValueError(f"ratio {value} is outside 0–100%{hint}")
-    return ratio
-
-
-def format_duration(delta: timedelta) -> str:
-    """timedelta → '2h', '1h30m', '45s' (the way rules.yaml writes them)."""
-    seconds = int(delta.total_seconds())
-    if seconds <= 0:
-        return f"{delta.total_seconds():g}s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts)
-
-
-def _positive(delta: timedelta) -> timedelta:
-    if delta <= timedelta():
-        raise ValueError("must be longer than zero")
-    return delta
-
-
-def _duration(value: Any) -> timedelta:
-    return _positive(parse_duration(value))
-
-
-def _duration_or_zero(value: Any) -> timedelta:
-    delta = parse_duration(value)
-    if delta < timedelta():
-        raise ValueError("must not be negative")
-    return delta
-
-
-def _str_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-_DURATION_SCHEMA = {"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "15m", "4h"]}
-_RATIO_SCHEMA = {
-    "anyOf": [
-        {"type": "string", "pattern": RATIO_PATTERN, "examples": ["5%"]},
-        {"type": "number", "minimum": 0, "maximum": 1},
-    ]
-}
-_STR_LIST_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-
-Duration = Annotated[timedelta, BeforeValidator(_duration), WithJsonSchema(_DURATION_SCHEMA)]
-DurationOrZero = Annotated[
-    timedelta, BeforeValidator(_duration_or_zero), WithJsonSchema(_DURATION_SCHEMA)
-]
-Ratio = Annotated[float, BeforeValidator(parse_ratio), WithJsonSchema(_RATIO_SCHEMA)]
-StrList = Annotated[list[str], BeforeValidator(_str_list), WithJsonSchema(_STR_LIST_SCHEMA)]
+SEVERITIES = ("info", "warning", "critical")
 Severity = Literal["info", "warning", "critical"]
+_EMAIL = r"[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"']+"
+NonBlank = Text(r"[\s\S]*\S[\s\S]*", "must not be blank")
+Url = Text(r"https?://\S+", "must be an http:// or https:// URL")
+SandboxName = Text(
+    r"[A-Za-z0-9_-]+",
+    "a sandbox name has letters, digits, - and _ only (several sandboxes: [prod, dev])",
+)
+FlowId = Text(r"[^\s,]+", "a flow id has no spaces or commas (several ids: [a, b])")
+SlackId = Text(r"[UWS][A-Z0-9]{2,30}", "not a Slack user (U…, W…) or user-group (S…) id")
+ChannelList = Annotated[list[str], Field(min_length=1)]
+
+
+def _case_free(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+def _status(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() not in KNOWN_STATUSES:
+        hint = difflib.get_close_matches(value.strip(), STATUS_SPELLINGS, n=1, cutoff=0.5)
+        suffix = f"; did you mean '{hint[0]}'?" if hint else ""
+        raise ValueError(
+            f"'{value}' is not a run status; one of {', '.join(STATUS_SPELLINGS)} "
+            f"(any case){suffix}"
+        )
+    return value
+
+
+_STATUS_PATTERN = r"^\s*(?:" + "|".join(_case_free(s) for s in STATUS_SPELLINGS) + r")\s*(?![\s\S])"
+StatusName = Annotated[
+    str, BeforeValidator(_status), WithJsonSchema({"type": "string", "pattern": _STATUS_PATTERN})
+]
+
+
+def check_cron(expression: str) -> str:
+    """`expression` if it is a cron expression that fires; ValueError otherwise."""
+    try:
+        valid = croniter.is_valid(expression)
+    except (CroniterError, ValueError, TypeError, OverflowError):
+        valid = False
+    if not valid:
+        raise ValueError(f'not a cron expression: {expression!r}; e.g. "0 * * * *"')
+    start = datetime(2001, 1, 1, tzinfo=UTC)
+    try:
+        following = croniter(expression, start).get_next(datetime)
+    except (CroniterError, ValueError, OverflowError):
+        following = None
+    if following is None or following - start > CRON_HORIZON:
+        raise ValueError(f"cron expression {expression!r} never fires (no such date)")
+    return expression
 
 
 class _Model(BaseModel):
@@ -153,53 +123,59 @@ def _check_zone(name: str | None) -> str | None:
         return None
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(
             f"unknown time zone {name!r}; use an IANA name like UTC or Europe/Paris"
         ) from None
     return name
 
 
+def _given(key: str) -> dict[str, Any]:
+    """JSON Schema: `key` is present and not null."""
+    return {"required": [key], "properties": {key: {"not": {"type": "null"}}}}
+
+
+def _extra(**schema: Any) -> ConfigDict:
+    return ConfigDict(extra="forbid", frozen=True, json_schema_extra=schema)
+
+
+def _no_null_keys(schema: dict[str, Any]) -> None:
+    """A channel's one key always has a value: no `null` in the schema, one key only."""
+    for prop in schema["properties"].values():
+        kinds = prop.pop("anyOf", None)
+        if kinds:
+            prop.update(next(k for k in kinds if k.get("type") != "null"))
+        prop.pop("default", None)
+    schema.update(minProperties=1, maxProperties=1)
+
+
 class ChannelSpec(_Model):
     """A destination: exactly one of slack, webhook, email, file or terminal."""
 
-    slack: str | None = Field(None, description='Slack channel for the Web API, e.g. "#data-ops"')
-    webhook: str | None = Field(None, description="Slack incoming-webhook URL")
-    email: StrList | None = Field(None, description="one address or a list")
-    file: str | None = Field(None, description="JSONL file, relative to rules.yaml")
-    terminal: Literal[True] | None = Field(None, description="print to the terminal")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=lambda schema: _no_null_keys(schema)
+    )
 
-    @field_validator("slack")
-    @classmethod
-    def _slack(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or " " in value.strip()):
-            raise ValueError(f'not a Slack channel: {value!r}; write it like "#data-ops"')
-        return value
+    slack: Text(r"\S+", 'not a Slack channel: {value}; write it like "#data-ops"') | None = Field(
+        None, description='Slack channel for the Web API, e.g. "#data-ops"'
+    )
+    webhook: Url | None = Field(None, description="Slack incoming-webhook URL")
+    email: (
+        Annotated[OneOrList(Text(_EMAIL, "not an email address")), Field(min_length=1)] | None
+    ) = Field(None, description="one address or a list")
+    file: NonBlank | None = Field(None, description="JSONL file, relative to rules.yaml")
+    terminal: Annotated[Literal[True], BeforeValidator(to_bool)] | None = Field(
+        None, description="print to the terminal"
+    )
 
-    @field_validator("webhook")
+    @model_validator(mode="before")
     @classmethod
-    def _webhook(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://\S+$", value):
-            raise ValueError("a webhook must be an http(s):// URL")
-        return value
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("give at least one address")
-            bad = [a for a in value if not _EMAIL.match(a)]
-            if bad:
-                raise ValueError(f"not an email address: {', '.join(repr(a) for a in bad)}")
-        return value
-
-    @field_validator("file")
-    @classmethod
-    def _file(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("give a file path")
-        return value
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            empty = [k for k, v in data.items() if v is None]
+            if empty:
+                raise ValueError(f"{empty[0]} has no value; a channel takes exactly one kind")
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ChannelSpec:
@@ -224,50 +200,58 @@ class ChannelSpec(_Model):
 
 
 class SelectorSpec(_Model):
-    """Which flows a rule watches; all flows when absent. Keys AND, values OR."""
+    """Which flows a rule watches; all flows when absent. Keys AND, values OR. Each key
+    takes one value or a list."""
 
-    id: StrList = Field(default_factory=list, description="flow ids")
-    name: StrList = Field(default_factory=list, description="flow name globs, e.g. crm-*")
-    sandbox: StrList = Field(default_factory=list, description="sandbox names")
+    id: OneOrList(FlowId) = Field(default_factory=list, description="flow ids")
+    name: OneOrList(str) = Field(default_factory=list, description="flow name globs, e.g. crm-*")
+    sandbox: OneOrList(SandboxName) = Field(default_factory=list, description="sandbox names")
 
 
 class DefaultsSpec(_Model):
     """Values every rule gets unless it sets its own."""
 
-    channels: StrList | None = None
+    channels: ChannelList | None = None
     severity: Severity | None = None
     repeat_after: Duration | None = None
-    send_resolved: bool | None = None
+    send_resolved: Bool | None = None
 
 
 class MonitoringSpec(_Model):
     """The meta-alert about flowbot's own health."""
 
-    channels: StrList = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
     after: Duration = Field(timedelta(minutes=15), description="how long degraded before alerting")
     heartbeat_url: str | None = Field(None, description="URL pinged after each good cycle")
+
+
+RULE_NAME = Text(
+    r"[^\s](?:[^\n]*[^\s])?",
+    "a rule name has no leading/trailing spaces or newlines",
+    minLength=1,
+    maxLength=200,
+)
 
 
 class RuleSpec(_Model):
     """The keys every rule takes."""
 
-    name: str = Field(min_length=1, max_length=200, description="unique; names the alert")
+    name: Annotated[RULE_NAME, Field(min_length=1, max_length=200)] = Field(
+        description="unique; names the alert"
+    )
     type: str
     flows: SelectorSpec | None = None
     severity: Severity | None = None
-    channels: StrList | None = None
+    channels: ChannelList | None = None
     repeat_after: Duration | None = None
-    send_resolved: bool | None = None
-    enabled: bool = True
+    send_resolved: Bool | None = None
+    enabled: Bool = True
     owner: str | None = Field(None, description='who to mention, e.g. "@data-oncall" or "<@U123>"')
     template: str | None = Field(None, description="template directory, relative to rules.yaml")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if value != value.strip() or "\n" in value:
-            raise ValueError(f"a rule name has no leading/trailing spaces or newlines: {value!r}")
-        return value
+    runbook: Url | None = Field(None, description="a page about this alert, shown in messages")
+    actions: list[Literal["retry"]] = Field(
+        default_factory=list, description="buttons offered in Slack (retry a failed run)"
+    )
 
     def rule_fields(self) -> dict[str, Any]:
         """The keyword arguments of rules.Rule this spec sets (None for unset ones)."""
@@ -285,7 +269,9 @@ class StatusRule(RuleSpec):
     """A run's status is one of `status` (case-insensitive)."""
 
     type: Literal["status"]
-    status: StrList = Field(min_length=1, description="failed, success, inProgress, ...")
+    status: list[StatusName] = Field(
+        min_length=1, description="failed, success, inProgress, scheduled, processing, waiting"
+    )
 
 
 class FailedRecordsRule(RuleSpec):
@@ -293,17 +279,24 @@ class FailedRecordsRule(RuleSpec):
 
     type: Literal["failed_records"]
     above: Ratio
-    min_input: int = Field(0, ge=0, description="judge only runs with at least this many inputs")
+    min_input: IntIn(0, 10**15) = Field(
+        0, description="judge only runs with at least this many inputs"
+    )
 
 
 class FailedRunsRule(RuleSpec):
     """Among a flow's last `window` finished runs, the failed share is above `above`;
     or its last `in_a_row` finished runs all failed."""
 
+    model_config = _extra(
+        oneOf=[_given("above"), _given("in_a_row")],
+        not_={"allOf": [_given("in_a_row"), _given("window")]},
+    )
+
     type: Literal["failed_runs"]
     above: Ratio | None = None
-    window: int | None = Field(None, ge=1, le=1000)
-    in_a_row: int | None = Field(None, ge=1, le=1000)
+    window: IntIn(1, 1000) | None = None
+    in_a_row: IntIn(1, 1000) | None = None
 
     @model_validator(mode="after")
     def _one_measure(self) -> FailedRunsRule:
@@ -322,9 +315,15 @@ class FailedRunsRule(RuleSpec):
 class MissingRunRule(RuleSpec):
     """No run started within the cadence plus `grace`."""
 
+    model_config = _extra(
+        oneOf=[_given("every"), _given("cron"), _given("schedule")],
+        if_=_given("timezone"),
+        then=_given("cron"),
+    )
+
     type: Literal["missing_run"]
     every: Duration | None = None
-    cron: str | None = Field(None, description='e.g. "0 * * * *"')
+    cron: str | None = Field(None, description='e.g. "0 * * * *"; must fire')
     timezone: str | None = Field(None, description="for cron; default UTC")
     schedule: Literal["flow"] | None = Field(None, description="use the flow's scheduleParams")
     grace: DurationOrZero | None = Field(None, description="default 15m")
@@ -332,9 +331,7 @@ class MissingRunRule(RuleSpec):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(value):
-            raise ValueError(f'not a cron expression: {value!r}; e.g. "0 * * * *"')
-        return value
+        return None if value is None else check_cron(value)
 
     @field_validator("timezone")
     @classmethod
@@ -373,7 +370,7 @@ class ErrorCodeRule(RuleSpec):
     """An error code of the run or its activities matches one of the globs."""
 
     type: Literal["error_code"]
-    codes: StrList = Field(min_length=1, description='globs, e.g. "MAPPER-*"')
+    codes: list[str] = Field(min_length=1, description='globs, e.g. "MAPPER-*"')
 
 
 class ZeroRecordsRule(RuleSpec):
@@ -393,22 +390,47 @@ RULE_MODELS: dict[str, type[RuleSpec]] = {
 }
 
 
-class RulesFile(_Model):
-    """The top level of rules.yaml. Channels and rules are validated one by one."""
+class AepUiSpec(_Model):
+    """What links into the AEP UI need."""
 
-    sandboxes: StrList = Field(default_factory=lambda: ["prod"], min_length=1)
-    poll_every: Duration = timedelta(minutes=5)
-    lookback: Duration = timedelta(hours=24)
-    channels: dict[str, Any] = Field(default_factory=dict)
-    defaults: Any = None  # DefaultsSpec, validated on its own
-    rules: list[Any]
-    group_at: int = Field(10, ge=1, description="flows firing one rule before they are grouped")
-    timezone: str = Field("UTC", description="for times shown in messages")
-    retention: Duration = Field(
-        timedelta(days=30), description="how long runs and messages are kept"
+    org: Text(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "an org is letters, digits, . _ -") = Field(
+        description="the IMS org's short name in experience.adobe.com links"
     )
-    templates: str | None = Field(None, description="template directory, relative to rules.yaml")
-    monitoring: Any = None  # MonitoringSpec, validated on its own
+
+
+class DiagnosticsSpec(_Model):
+    """Row-level errors of failed runs, read through the Data Access API."""
+
+    enabled: Bool = False
+    show_values: Bool = Field(False, description="record values (PII) stay out unless true")
+    budget: IntIn(0, 1000) = Field(20, description="diagnostic requests per cycle, at most")
+
+
+class InhibitSpec(_Model):
+    """While `source` fires for a flow, the `target` rules are muted for that flow."""
+
+    source: str = Field(description="a rule name")
+    target: list[str] = Field(min_length=1, description="rule names")
+
+
+class SlackActionsSpec(_Model):
+    """Who may press which button (Slack user or user-group ids)."""
+
+    allow: list[SlackId] = Field(default_factory=list, description="may press any button")
+    retry: list[SlackId] = Field(default_factory=list, description="may press Retry")
+
+
+class DigestSpec(_Model):
+    """A periodic summary message."""
+
+    cron: str = Field(description='when, e.g. "0 8 * * 1-5"; must fire')
+    timezone: str = Field("UTC", description="for cron")
+    channels: ChannelList
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value)
 
     @field_validator("timezone")
     @classmethod
@@ -417,37 +439,35 @@ class RulesFile(_Model):
         return value
 
 
-AnyRule = Annotated[
-    StatusRule
-    | FailedRecordsRule
-    | FailedRunsRule
-    | MissingRunRule
-    | DurationRule
-    | ErrorCodeRule
-    | ZeroRecordsRule,
-    Field(discriminator="type"),
-]
+class RulesFile(_Model):
+    """The top level of rules.yaml. Channels and rules are validated one by one."""
 
+    sandboxes: list[SandboxName] = Field(default_factory=lambda: ["prod"], min_length=1)
+    poll_every: Duration = timedelta(minutes=5)
+    lookback: Duration = timedelta(hours=24)
+    late_arrival: DurationOrZero = Field(
+        timedelta(hours=1), description="runs that show up this long after they started are judged"
+    )
+    channels: dict[str, Any] = Field(default_factory=dict)
+    defaults: Any = None  # DefaultsSpec, validated on its own
+    rules: list[Any]
+    group_at: IntIn(1, 100_000) = Field(
+        10, description="flows firing one rule before they are grouped"
+    )
+    timezone: str = Field("UTC", description="for times shown in messages")
+    retention: Duration = Field(
+        timedelta(days=30), description="how long runs and messages are kept"
+    )
+    templates: str | None = Field(None, description="template directory, relative to rules.yaml")
+    monitoring: Any = None  # MonitoringSpec, validated on its own
+    aep_ui: AepUiSpec | None = None
+    diagnostics: DiagnosticsSpec = DiagnosticsSpec()
+    inhibit: list[InhibitSpec] = Field(default_factory=list)
+    slack_actions: SlackActionsSpec = SlackActionsSpec()
+    digest: DigestSpec | None = None
 
-class _RulesFileSchema(RulesFile):
-    channels: dict[str, ChannelSpec] = Field(default_factory=dict)
-    defaults: DefaultsSpec | None = None
-    monitoring: MonitoringSpec | None = None
-    rules: list[AnyRule]
-
-
-class _SchemaGenerator(GenerateJsonSchema):
-    """Shows duration defaults the way rules.yaml writes them ('5m', not 'PT5M')."""
-
-    def encode_default(self, dflt: Any) -> Any:
-        if isinstance(dflt, timedelta):
-            return format_duration(dflt)
-        return super().encode_default(dflt)
-
-
-def rules_file_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the whole file."""
-    schema = _RulesFileSchema.model_json_schema(schema_generator=_SchemaGenerator)
-    schema["title"] = "flowbot rules.yaml"
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return schema
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        _check_zone(value)
+        return value

@@ -35,6 +35,13 @@ ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class EnvValue(str):
+    """The text of a scalar written as one whole `${NAME}`: the only text that may
+    stand for a number or a boolean (`group_at: ${GROUP_AT}`)."""
+
+    __slots__ = ()
+
+
 @dataclass
 class Located:
     """A YAML document as plain values, plus where each key path starts.
@@ -267,7 +274,9 @@ class _Walker:
             return self.environ[name]
 
         self.located.from_env.add(path)
-        return ENV_REFERENCE.sub(substitute, text)
+        expanded = ENV_REFERENCE.sub(substitute, text)
+        whole = ENV_REFERENCE.fullmatch(text)
+        return EnvValue(expanded) if whole and ENV_NAME.match(whole.group(1)) else expanded
 
 
 def _place(node: yaml.Node) -> tuple[int, int]:

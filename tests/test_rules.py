@@ -188,13 +188,23 @@ def test_poll_every_below_a_minute_is_a_warning(tmp_path):
     assert any("poll_every: 5s is below a minute" in w for w in ruleset.warnings)
 
 
-def test_unknown_status_and_unused_channel_are_warnings(tmp_path):
-    text = MINIMAL.replace("[failed]", "[faild]") + "  - {name: b, type: zero_records}\n"
+def test_an_unknown_status_is_an_error_with_did_you_mean(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("[failed]", "[Success, failure]"))
+    [problem] = problems_of(path)
+    assert problem.startswith("rules[0].status[1]: 'failure' is not a run status; one of success")
+    assert problem.endswith(f"did you mean 'failed'? ({path}:5:52)")
+
+
+@pytest.mark.parametrize("status", ["failed", "FAILED", "Failed", "inProgress", "Processing"])
+def test_statuses_of_sources_and_destinations_in_any_case(tmp_path, status):
+    rule = load_rules(write(tmp_path, MINIMAL.replace("[failed]", f"[{status}]")), environ={})
+    assert rule.rules[0].states == {status.lower()}
+
+
+def test_an_unused_channel_is_a_warning(tmp_path):
+    text = MINIMAL + "  - {name: b, type: zero_records}\n"
     text = text.replace('ops: {slack: "#ops"}', 'ops: {slack: "#ops"}\n  spare: {terminal: true}')
     ruleset = load_rules(write(tmp_path, text), environ={})
-    assert any(
-        "'faild' is not a status" in w and "did you mean 'failed'" in w for w in ruleset.warnings
-    )
     assert any(
         w.startswith("channels.spare: defined but no rule sends to it") for w in ruleset.warnings
     )
@@ -213,11 +223,31 @@ def test_selector_matches_ids_globs_and_sandboxes_together():
 
 def test_selector_accepts_a_string_or_a_list(tmp_path):
     text = MINIMAL.replace(
-        "status: [failed]}", 'status: failed, flows: {name: "crm-*", id: [a, b]}}'
+        "status: [failed]}", 'status: [failed], flows: {name: "crm-*", id: [a, b]}}'
     )
     rule = load_rules(write(tmp_path, text), environ={}).rules[0]
     assert rule.flows == Selector(ids=("a", "b"), names=("crm-*",))
-    assert rule.status == ("failed",)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        ("rules:", "sandboxes: prod, dev\nrules:", "sandboxes: must be a list, like [prod, dev]"),
+        ("status: [failed]", "status: failed", "rules[0].status: must be a list, like [failed]"),
+        ("channels: [ops]", "channels: ops", "defaults.channels: must be a list, like [ops]"),
+        ("type: status", "type: status, flows: {sandbox: 'prod, dev'}",
+         "rules[0].flows.sandbox[0]: a sandbox name has letters, digits"),
+    ],
+)  # fmt: skip
+def test_a_scalar_where_a_list_belongs_is_an_error(tmp_path, before, after, expected):
+    problems = problems_of(write(tmp_path, MINIMAL.replace(before, after, 1)))
+    assert [p[: len(expected)] for p in problems] == [expected]
+
+
+def test_a_list_from_the_environment_is_written_as_a_list(tmp_path):
+    text = 'sandboxes: ["${SANDBOX}"]\n' + MINIMAL.replace("[failed]", '["${STATUS}"]')
+    ruleset = load_rules(write(tmp_path, text), environ={"SANDBOX": "dev", "STATUS": "Failed"})
+    assert (ruleset.sandboxes, ruleset.rules[0].status) == (("dev",), ("Failed",))
 
 
 @pytest.mark.parametrize(
@@ -344,3 +374,87 @@ def test_committed_schema_equals_the_generated_one():
 def test_a_yaml_boolean_where_text_is_expected_suggests_quotes(tmp_path):
     [problem] = problems_of(write(tmp_path, MINIMAL.replace("name: failed", "name: off")))
     assert problem.startswith("rules[0].name: must be text, got False (YAML reads yes/no/on/off")
+
+
+V02 = """\
+late_arrival: 30m
+aep_ui: {org: mycompany}
+diagnostics: {enabled: true, show_values: false, budget: 5}
+inhibit:
+  - {source: failed, target: [empty]}
+slack_actions: {allow: [U012ABCDEF, S0123GROUP], retry: [U012ABCDEF]}
+digest: {cron: "0 8 * * 1-5", timezone: Europe/Paris, channels: [ops]}
+"""
+
+
+def test_the_0_2_keys_reach_the_ruleset(tmp_path):
+    from flowbot.rules import AepUi, Diagnostics, Digest, Inhibit, SlackActions
+
+    text = V02 + MINIMAL.replace(
+        "status: [failed]}",
+        "status: [failed], runbook: 'https://wiki.example.com/f', actions: [retry]}",
+    )
+    ruleset = load_rules(write(tmp_path, text + "  - {name: empty, type: zero_records}\n"), {})
+    assert ruleset.late_arrival == timedelta(minutes=30)
+    assert ruleset.aep_ui == AepUi("mycompany")
+    assert ruleset.diagnostics == Diagnostics(enabled=True, show_values=False, budget=5)
+    assert ruleset.inhibit == (Inhibit("failed", ("empty",)),)
+    assert ruleset.slack_actions == SlackActions(("U012ABCDEF", "S0123GROUP"), ("U012ABCDEF",))
+    assert ruleset.digest == Digest("0 8 * * 1-5", "Europe/Paris", ("ops",))
+    rule = ruleset.rules[0]
+    assert (rule.runbook, rule.actions) == ("https://wiki.example.com/f", ("retry",))
+
+
+def test_a_0_1_file_gets_the_0_2_defaults(tmp_path):
+    ruleset = load_rules(write(tmp_path, MINIMAL), environ={})
+    assert ruleset.late_arrival == timedelta(hours=1)
+    assert (ruleset.aep_ui, ruleset.digest, ruleset.inhibit) == (None, None, ())
+    assert not ruleset.diagnostics.enabled and ruleset.diagnostics.budget == 20
+    assert ruleset.slack_actions.allow == () and ruleset.rules[0].runbook is None
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("inhibit: [{source: failed, target: [faild]}]\n",
+         "inhibit[0].target[0]: no rule named 'faild'; did you mean 'failed'?"),
+        ("inhibit: [{source: failed, target: [failed]}]\n",
+         "inhibit[0]: rule 'failed' cannot inhibit itself"),
+        ("digest: {cron: '0 0 30 2 *', channels: [ops]}\n",
+         "digest.cron: cron expression '0 0 30 2 *' never fires (no such date)"),
+        ("digest: {cron: '0 8 * * *', channels: [opps]}\n",
+         "digest.channels[0]: channel 'opps' is not defined under channels"),
+        ("slack_actions: {retry: [bob]}\n",
+         "slack_actions.retry[0]: not a Slack user (U…, W…) or user-group (S…) id: 'bob'"),
+        ("lookback: 99999999999999d\n",
+         "lookback: 99999999999999d is longer than the longest duration flowbot takes (3650d"),
+    ],
+)  # fmt: skip
+def test_0_2_keys_and_bounds_are_checked(tmp_path, yaml_text, expected):
+    [problem] = problems_of(write(tmp_path, yaml_text + MINIMAL))
+    assert problem.startswith(expected)
+
+
+def test_a_cron_that_never_fires_is_refused(tmp_path):
+    text = MINIMAL + "  - {name: m, type: missing_run, cron: '0 0 30 2 *'}\n"
+    [problem] = problems_of(write(tmp_path, text))
+    assert problem.startswith("rules[1].cron: cron expression '0 0 30 2 *' never fires")
+    leap = MINIMAL + "  - {name: m, type: missing_run, cron: '0 0 29 2 *'}\n"
+    assert load_rules(write(tmp_path, leap), environ={}).rules[1].cron == "0 0 29 2 *"
+
+
+def test_numbers_and_booleans_from_the_environment_but_not_quoted_in_the_file(tmp_path):
+    text = "group_at: ${N}\npoll_every: ${P}\n" + MINIMAL.replace(
+        "status: [failed]}", "status: [failed], enabled: '${ON}'}"
+    )
+    ruleset = load_rules(write(tmp_path, text), {"N": "3", "P": "2m", "ON": "no"})
+    assert (ruleset.group_at, ruleset.poll_every) == (3, timedelta(minutes=2))
+    assert ruleset.rules[0].enabled is False
+    quoted = write(tmp_path, 'group_at: "3"\n' + MINIMAL)
+    assert problems_of(quoted)[0].startswith("group_at: must be a whole number, got '3'")
+
+
+def test_a_rule_type_is_never_taken_from_the_environment(tmp_path):
+    text = MINIMAL.replace("type: status", "type: '${T}'")
+    [problem] = problems_of(write(tmp_path, text), {"T": "status"})
+    assert problem.startswith("rules[0].type: a rule's type is written out")

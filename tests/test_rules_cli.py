@@ -139,3 +139,19 @@ def test_a_test_file_with_bad_rules_exits_2(tmp_path):
     result = invoke("rules", "test", str(path))
     assert result.exit_code == 2
     assert "unknown rule type 'nope'" in result.stderr
+
+
+def test_a_run_in_a_sandbox_the_rules_do_not_watch_never_alerts(tmp_path):
+    path = write_test(tmp_path, "{findings: [], firing: []}")
+    path.write_text(
+        path.read_text().replace(
+            "{flow: crm, status: failed}", "{flow: crm, status: failed, sandbox: dev}"
+        )
+    )
+    result = invoke("rules", "test", str(path))
+    assert result.exit_code == 0, result.output
+    (tmp_path / "rules.yaml").write_text(
+        "sandboxes: [prod, dev]\n" + (tmp_path / "rules.yaml").read_text()
+    )
+    result = invoke("rules", "test", str(path))
+    assert result.exit_code == 1 and "+ got, not expected:  failed @ crm" in result.output
