@@ -101,11 +101,7 @@ def _enabled_rule(ruleset: RuleSetLike, name: str) -> Any:
 
 def inhibitions(ruleset: Any) -> list[tuple[str, tuple[str, ...]]]:
     """`inhibit:` as (source rule, target rules) pairs; none when the rules have none."""
-    out = []
-    for item in getattr(ruleset, "inhibit", None) or ():
-        target = item.target
-        out.append((item.source, (target,) if isinstance(target, str) else tuple(target)))
-    return out
+    return [(item.source, tuple(item.target)) for item in ruleset.inhibit]
 
 
 def inhibited(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -194,13 +193,10 @@ def test_one_failed_run_matching_three_rules_is_one_message_per_channel(world):
 
 
 def test_inhibit_mutes_target_rules_while_the_source_fires(world):
-    @dataclass(frozen=True)
-    class Inhibit:
-        source: str
-        target: tuple[str, ...]
-
-    # rules.py gains the `inhibit:` key on another branch; this reads the same shape
-    world.ruleset = replace_inhibit(world.ruleset, (Inhibit("run-failed", ("bad-records",)),))
+    (world.path / "rules.yaml").write_text(
+        RULES + "inhibit:\n  - {source: run-failed, target: [bad-records]}\n"
+    )
+    world.ruleset = load_rules(world.path / "rules.yaml", environ={})
     world.sim.put_run(
         failed("crm-daily", NOW - timedelta(minutes=20), code="MAPPER-0001", failed_records=200)
     )
@@ -209,23 +205,6 @@ def test_inhibit_mutes_target_rules_while_the_source_fires(world):
     body = text(world.posts()[0])
     assert "run-failed" in body and "mapping-errors" in body and "bad-records" not in body
     assert [a.muted for a in world.store.alerts(rule="bad-records")] == [True]
-
-
-class _WithInhibit:
-    """The RuleSet with an `inhibit` attribute, whatever rules.py provides."""
-
-    def __init__(self, ruleset, inhibit):
-        self._ruleset, self.inhibit = ruleset, inhibit
-
-    def __getattr__(self, name):
-        return getattr(self._ruleset, name)
-
-
-def replace_inhibit(ruleset, inhibit):
-    try:
-        return replace(ruleset, inhibit=inhibit)
-    except TypeError:
-        return _WithInhibit(ruleset, inhibit)
 
 
 def test_the_example_rules_give_one_message_for_one_failed_run(tmp_path):
