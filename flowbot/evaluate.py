@@ -79,6 +79,7 @@ def evaluate(
     cutoff = now - ruleset.lookback
     findings: list[Finding] = []
     clear: set[Key] = set()
+    skipped: list[tuple[str, str, str]] = []
     for rule in ruleset.rules:
         if not rule.enabled:
             continue
@@ -88,19 +89,22 @@ def evaluate(
             runs = runs_by_flow.get(flow.id, ())
             try:
                 found, fine = judge(rule, flow, runs, changed_ids, now, cutoff, ruleset)
-            except Exception:  # crash-loop guard: one bad rule × flow must not stop the rest
-                log.exception(
-                    "rule %s failed on flow %s (newest run %s); skipped",
-                    rule.name,
-                    flow.id,
-                    runs[0].id if runs else None,
-                )
+            except Exception as exc:  # crash-loop guard: one bad rule × flow must not stop the rest
+                reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning(
+                    "rule %s failed on flow %s (newest run %s); skipped: %s",
+                    rule.name, flow.id, runs[0].id if runs else None, reason,
+                )  # fmt: skip
+                log.debug("rule %s on flow %s raised", rule.name, flow.id, exc_info=True)
+                skipped.append((rule.name, flow.id, reason))
                 continue
             findings.extend(found)
             if fine and not found:
                 clear.add((rule.name, flow.id))
     found_keys = {f.key for f in findings}
-    return Evaluation(findings=tuple(findings), clear=frozenset(clear - found_keys))
+    return Evaluation(
+        findings=tuple(findings), clear=frozenset(clear - found_keys), skipped=tuple(skipped)
+    )
 
 
 def judge(

@@ -204,10 +204,12 @@ class Evaluation:
     `findings`: one per matching run (run-level rules) or per flow (flow-level rules).
     `clear`: the (rule, flow id) pairs that were checked and are fine now, so that a
     firing alert for them resolves.
+    `skipped`: the pairs whose judging raised, with the reason; neither found nor clear.
     """
 
     findings: tuple[Finding, ...] = ()
     clear: frozenset[tuple[str, str]] = frozenset()
+    skipped: tuple[tuple[str, str, str], ...] = ()  # (rule, flow id, reason) that raised
 
 
 @dataclass(frozen=True, slots=True)

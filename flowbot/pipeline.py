@@ -6,6 +6,13 @@
 `run_cycle` does everything up to the outbox; `outbox.deliver` sends. `check --once`
 and the daemon call the same `run_once`. A cycle that cannot read the API changes
 nothing but the record of the failure (and, after `monitoring.after`, a meta-alert).
+
+Isolation: a run or flow that cannot be stored or parsed, a rule that raises on one
+flow, an alert that cannot be written and a message that cannot be rendered are each
+left out (or, for a message, sent as plain text), logged once with their id and reason
+and counted in `CycleReport.skipped` by stage; the rest of the cycle goes on. Anything
+else that raises inside a stage fails that cycle like an unreadable API: the watermark
+stays, the error feeds the meta-alert, whose text is built without templates.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flowbot import alerts
-from flowbot.errors import FlowAPIError
+from flowbot.errors import FlowAPIError, StoreError
 from flowbot.models import Flow, Message, Run
 from flowbot.outbox import Delivery, deliver
 from flowbot.settings import Settings, redact
@@ -61,6 +68,13 @@ class CycleReport:
     queued: int = 0
     api_requests: int = 0
     seconds: float = 0.0
+    # Items left out by stage (parse, store, evaluate, alert, render), each logged once.
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, stage: str, item: str, reason: str) -> None:
+        """Count one item a stage left out, and log it (once, with its id and reason)."""
+        self.skipped[stage] = self.skipped.get(stage, 0) + 1
+        log.warning("cycle %s: %s skipped at %s: %s", self.sandbox, item, stage, reason)
 
 
 @dataclass
@@ -96,9 +110,13 @@ def route(
     ruleset: Any,
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
+    on_skip: Callable[[str, str, str], None] | None = None,
 ) -> list[Message]:
-    """Each outgoing notice × its rule's channels → a rendered Message."""
-    from flowbot.render import render
+    """Each outgoing notice × its rule's channels → a rendered Message.
+
+    A message whose rendering raises is sent as the plain fallback text instead, and
+    told to `on_skip("render", what, reason)`; when even that fails it is left out."""
+    from flowbot.render import fallback_body, render
 
     messages = []
     for item in outgoing:
@@ -107,14 +125,25 @@ def route(
         group = () if alert_id else tuple(alert_ids[k] for k in item.keys if k in alert_ids)
         for name in rule.channels:
             channel = ruleset.channels[name]
-            body = render(
-                item.notices,
-                item.event,
-                channel.kind,
-                templates_dir=templates_dir,
-                rule_template=rule.template,
-                timezone=ruleset.timezone,
-            )
+            try:
+                body = render(
+                    item.notices,
+                    item.event,
+                    channel.kind,
+                    templates_dir=templates_dir,
+                    rule_template=rule.template,
+                    timezone=ruleset.timezone,
+                )
+            except Exception as exc:  # one message's template must not stop the cycle
+                what = f"{item.event} message of rule {item.rule} for {_flows(item)} to {name}"
+                try:
+                    body = fallback_body(item.notices, item.event, channel.kind)
+                except Exception:
+                    if on_skip:
+                        on_skip("render", what, f"{_why(exc)}; not sent")
+                    continue
+                if on_skip:
+                    on_skip("render", what, f"{_why(exc)}; sent as plain text")
             messages.append(Message(name, channel.kind, item.event, body, alert_id, group))
     return messages
 
@@ -133,32 +162,46 @@ def meta_messages(ruleset: Any, text: str) -> list[Message]:
 
 
 def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
-    """Read, remember, decide and queue for one sandbox. Never sends."""
+    """Read, remember, decide and queue for one sandbox. Never sends, and never raises
+    for what a stage meets: a failure is in the report (and recorded for the meta-alert)."""
     started = time.monotonic()
-    ruleset, store = deps.ruleset, deps.store
+    store = deps.store
     now = deps.clock()
     report = CycleReport(sandbox)
     mark = store.watermark(sandbox)
     client = deps.client_for(sandbox)
     requests_before = _request_count(client)
+    stage = "fetch"
     try:
-        fetched = fetch(client, store, mark, ruleset, now)
-    except FlowAPIError as exc:
-        report.ok, report.error = False, redact(str(exc), deps.settings.secrets())
+        fetched = fetch(client, store, mark, deps.ruleset, now)
         report.api_requests = _request_count(client) - requests_before
-        _record_failure(deps, mark, now, report.error)
-        report.seconds = time.monotonic() - started
-        return report
+        report.runs_read = len(fetched.runs)
+        deps.step("fetched")
+        stage = "store"
+        _decide(deps, sandbox, mark, fetched, now, report)
+    except FlowAPIError as exc:
+        _fail(deps, mark, now, report, str(exc))
+    except StoreError as exc:
+        _fail(deps, mark, now, report, f"{stage}: {exc}")
+    except Exception as exc:  # any other surprise fails this cycle, not the daemon
+        log.debug("cycle %s: %s stage raised", sandbox, stage, exc_info=True)
+        _fail(deps, mark, now, report, f"{stage} stage: {_why(exc)}")
     report.api_requests = _request_count(client) - requests_before
-    report.runs_read = len(fetched.runs)
-    deps.step("fetched")
+    report.seconds = time.monotonic() - started
+    return report
 
+
+def _decide(
+    deps: Deps, sandbox: str, mark: Watermark, fetched: Fetched, now: datetime, report: CycleReport
+) -> None:
+    """Store → evaluate → alerts → route → outbox and watermark, in one transaction."""
     from flowbot.aep.parse import parse_run
     from flowbot.evaluate import evaluate
 
+    ruleset, store = deps.ruleset, deps.store
     with store.transaction():
-        store.upsert_flows(fetched.flows, now)
-        changed = store.upsert_runs(fetched.runs, now)
+        store.upsert_flows(fetched.flows, now, on_skip=report.skip)
+        changed = store.upsert_runs(fetched.runs, now, on_skip=report.skip)
         report.runs_new = len(changed)
         deps.step("stored")
 
@@ -171,21 +214,24 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         firing = store.firing_alerts(sandbox)
         changed_ids = {r.id for r in changed}
         history = store.recent_runs(
-            sorted(watched), _history_depth(ruleset), parse_run, full=changed_ids
-        )
+            sorted(watched), _history_depth(ruleset), parse_run, full=changed_ids,
+            on_skip=report.skip,
+        )  # fmt: skip
         evaluation = evaluate(ruleset, flows, history, changed_ids, now)
         report.findings = len(evaluation.findings)
+        if evaluation.skipped:  # evaluate logged each one already
+            report.skipped["evaluate"] = report.skipped.get("evaluate", 0) + len(evaluation.skipped)
         deps.step("evaluated")
 
         changes = alerts.decide(
             ruleset, firing, evaluation, store.silences(now), by_id, history, now
         )
         alert_ids = _apply(store, sandbox, changes, now, report)
-        outgoing = alerts.plan(changes, ruleset.group_at)
+        outgoing = alerts.plan([c for c in changes if c.key in alert_ids], ruleset.group_at)
         templates = ruleset.templates or (
             Path(deps.settings.templates) if deps.settings.templates else None
         )
-        messages = route(outgoing, ruleset, alert_ids, templates)
+        messages = route(outgoing, ruleset, alert_ids, templates, on_skip=report.skip)
         if mark.degraded_announced:
             messages += meta_messages(
                 ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"
@@ -200,8 +246,19 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         )  # fmt: skip
         store.prune(now - ruleset.retention)
         deps.step("committed")
-    report.seconds = time.monotonic() - started
-    return report
+
+
+def _fail(deps: Deps, mark: Watermark, now: datetime, report: CycleReport, error: str) -> None:
+    """Report the cycle failed and record it (watermark kept, meta-alert in time)."""
+    report.ok, report.error = False, redact(error, deps.settings.secrets())
+    try:
+        _record_failure(deps, mark, now, report.error)
+    except Exception as exc:  # a broken store must not hide the failure it could not keep
+        reason = str(exc) if isinstance(exc, StoreError) else _why(exc)
+        log.error(
+            "cycle for sandbox %s failed (%s), and the failure could not be recorded "
+            "(no meta-alert queued): %s", mark.sandbox, report.error, reason,
+        )  # fmt: skip
 
 
 def run_once(deps: Deps) -> tuple[list[CycleReport], Delivery]:
@@ -238,28 +295,44 @@ def _apply(
 ) -> dict[tuple[str, str], int]:
     ids: dict[tuple[str, str], int] = {}
     for change in changes:
-        if change.muted and change.action != "resolve":
-            report.muted += 1
-        if change.action == "open":
-            fields = change.fields
-            ids[change.key] = store.insert_alert(
-                rule=change.rule, flow_id=change.flow.id, sandbox=sandbox,
-                flow_name=change.flow.name, now=now, count=int(fields.get("count", 1)),
-                last_run_id=fields.get("last_run_id"), reason=str(fields.get("reason", "")),
-                muted=change.muted,
-            )  # fmt: skip
-            if "last_notified" in fields:
-                store.update_alert(ids[change.key], last_notified=now)
-            report.fired += 1
-        else:
-            assert change.alert_id is not None
-            ids[change.key] = change.alert_id
-            store.update_alert(change.alert_id, **change.fields)
-            if change.action == "resolve":
-                report.resolved += 1
-            elif change.notice is not None and change.notice.event == "repeat":
-                report.repeated += 1
+        try:
+            _apply_one(store, sandbox, change, now, report, ids)
+        except (StoreError, ValueError, TypeError, OverflowError) as exc:
+            report.skip("alert", f"alert {change.rule} on flow {change.flow.id}", _why(exc))
     return ids
+
+
+def _apply_one(
+    store: Store,
+    sandbox: str,
+    change: alerts.Change,
+    now: datetime,
+    report: CycleReport,
+    ids: dict[tuple[str, str], int],
+) -> None:
+    """Write one alert change; its id goes into `ids` once it is stored."""
+    if change.muted and change.action != "resolve":
+        report.muted += 1
+    if change.action == "open":
+        fields = change.fields
+        alert_id = store.insert_alert(
+            rule=change.rule, flow_id=change.flow.id, sandbox=sandbox,
+            flow_name=change.flow.name, now=now, count=int(fields.get("count", 1)),
+            last_run_id=fields.get("last_run_id"), reason=str(fields.get("reason", "")),
+            muted=change.muted,
+        )  # fmt: skip
+        if "last_notified" in fields:
+            store.update_alert(alert_id, last_notified=now)
+        ids[change.key] = alert_id
+        report.fired += 1
+    else:
+        assert change.alert_id is not None
+        store.update_alert(change.alert_id, **change.fields)
+        ids[change.key] = change.alert_id
+        if change.action == "resolve":
+            report.resolved += 1
+        elif change.notice is not None and change.notice.event == "repeat":
+            report.repeated += 1
 
 
 def _record_failure(deps: Deps, mark: Watermark, now: datetime, error: str) -> None:
@@ -285,6 +358,18 @@ def _record_failure(deps: Deps, mark: Watermark, now: datetime, error: str) -> N
             )
         )  # fmt: skip
     log.warning("cycle for sandbox %s failed: %s", mark.sandbox, error)
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as one short line: its type and the start of its text."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _flows(item: alerts.Outgoing) -> str:
+    first = item.notices[0].flow
+    more = f" and {len(item.notices) - 1} more" if len(item.notices) > 1 else ""
+    return f"flow {first.id}{more}"
 
 
 def _full_refresh_due(mark: Watermark, now: datetime) -> bool:
