@@ -74,6 +74,7 @@ class CycleReport:
     def skip(self, stage: str, item: str, reason: str) -> None:
         """Count one item a stage left out, and log it (once, with its id and reason)."""
         self.skipped[stage] = self.skipped.get(stage, 0) + 1
+        item, reason = " ".join(item.split())[:300], " ".join(reason.split())[:500]
         log.warning("cycle %s: %s skipped at %s: %s", self.sandbox, item, stage, reason)
 
 
@@ -171,34 +172,45 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
     mark = store.watermark(sandbox)
     client = deps.client_for(sandbox)
     requests_before = _request_count(client)
-    stage = "fetch"
+    stage = ["fetch"]  # the stage under way, for the failure's text
+
+    def at(name: str) -> None:
+        stage[0] = name
+
     try:
         fetched = fetch(client, store, mark, deps.ruleset, now)
         report.api_requests = _request_count(client) - requests_before
         report.runs_read = len(fetched.runs)
         deps.step("fetched")
-        stage = "store"
-        _decide(deps, sandbox, mark, fetched, now, report)
+        _decide(deps, sandbox, mark, fetched, now, report, at)
     except FlowAPIError as exc:
         _fail(deps, mark, now, report, str(exc))
     except StoreError as exc:
-        _fail(deps, mark, now, report, f"{stage}: {exc}")
+        _fail(deps, mark, now, report, f"{stage[0]} stage: {exc}")
     except Exception as exc:  # any other surprise fails this cycle, not the daemon
-        log.debug("cycle %s: %s stage raised", sandbox, stage, exc_info=True)
-        _fail(deps, mark, now, report, f"{stage} stage: {_why(exc)}")
+        log.debug("cycle %s: the %s stage raised", sandbox, stage[0], exc_info=True)
+        _fail(deps, mark, now, report, f"{stage[0]} stage: {_why(exc)}")
     report.api_requests = _request_count(client) - requests_before
     report.seconds = time.monotonic() - started
     return report
 
 
 def _decide(
-    deps: Deps, sandbox: str, mark: Watermark, fetched: Fetched, now: datetime, report: CycleReport
+    deps: Deps,
+    sandbox: str,
+    mark: Watermark,
+    fetched: Fetched,
+    now: datetime,
+    report: CycleReport,
+    at: Callable[[str], None],
 ) -> None:
-    """Store → evaluate → alerts → route → outbox and watermark, in one transaction."""
+    """Store → evaluate → alerts → route → outbox and watermark, in one transaction;
+    `at(stage)` is told each stage as it starts."""
     from flowbot.aep.parse import parse_run
     from flowbot.evaluate import evaluate
 
     ruleset, store = deps.ruleset, deps.store
+    at("store")
     with store.transaction():
         store.upsert_flows(fetched.flows, now, on_skip=report.skip)
         changed = store.upsert_runs(fetched.runs, now, on_skip=report.skip)
@@ -217,12 +229,14 @@ def _decide(
             sorted(watched), _history_depth(ruleset), parse_run, full=changed_ids,
             on_skip=report.skip,
         )  # fmt: skip
+        at("evaluate")
         evaluation = evaluate(ruleset, flows, history, changed_ids, now)
         report.findings = len(evaluation.findings)
         if evaluation.skipped:  # evaluate logged each one already
             report.skipped["evaluate"] = report.skipped.get("evaluate", 0) + len(evaluation.skipped)
         deps.step("evaluated")
 
+        at("alerts")
         changes = alerts.decide(
             ruleset, firing, evaluation, store.silences(now), by_id, history, now
         )
@@ -231,11 +245,13 @@ def _decide(
         templates = ruleset.templates or (
             Path(deps.settings.templates) if deps.settings.templates else None
         )
+        at("route")
         messages = route(outgoing, ruleset, alert_ids, templates, on_skip=report.skip)
         if mark.degraded_announced:
             messages += meta_messages(
                 ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"
             )
+        at("outbox")
         report.queued = store.enqueue(messages, now)
         store.set_watermark(
             replace(

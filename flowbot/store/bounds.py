@@ -87,7 +87,11 @@ def bound_raw(raw: Mapping[str, Any]) -> str:
 
 def _dumps(value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=True)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:  # lone surrogates from "\ud800" escapes: keep them escaped
+        return json.dumps(value, ensure_ascii=True, allow_nan=True)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"its JSON cannot be written ({type(exc).__name__})") from None
 

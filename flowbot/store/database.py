@@ -51,6 +51,29 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {clip(str(exc), 200)}"
 
 
+def _storable(*texts: str | None) -> None:
+    """Raise ValueError for text SQLite cannot hold (not encodable as UTF-8)."""
+    for text in texts:
+        if text is not None:
+            text.encode("utf-8")  # UnicodeEncodeError is a ValueError
+
+
+def _text(text: str | None) -> str | None:
+    """`text` as SQLite can hold it: unencodable characters become escapes."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _show(item_id: str) -> str:
+    """An id for a log line: printable and short, whatever the API sent."""
+    return ascii(item_id)[1:-1][:120]
+
+
 # ------------------------------------------------------------------ the store
 
 
@@ -191,9 +214,12 @@ class Store:
         rows = []
         for f in flows:
             try:
-                rows.append(self._flow_row(f, now))
+                _storable(f.id, f.sandbox)
+                row = self._flow_row(f, now)
             except BAD_ITEM as exc:
-                on_skip("store", f"flow {f.id}", _reason(exc))
+                on_skip("store", f"flow {_show(f.id)}", _reason(exc))
+                continue
+            rows.append(row)
         if not rows:
             return
         with self.guard():
@@ -203,23 +229,23 @@ class Store:
                 old = known.get(r["id"])
                 if old is not None and (r["last_run_started"] or 0) < old[1]:
                     r["last_run_id"], r["last_run_started"], r["last_run_state"] = old
-            self.db["flows"].upsert_all(rows, pk="id")
+            self._upsert_rows("flows", "flow", rows, on_skip)
 
     @staticmethod
     def _flow_row(f: Flow, now: datetime) -> dict[str, Any]:
         return {
             "id": f.id,
             "sandbox": f.sandbox,
-            "name": f.name,
-            "state": f.state,
-            "frequency": f.schedule.frequency if f.schedule else None,
+            "name": _text(f.name),
+            "state": _text(f.state),
+            "frequency": _text(f.schedule.frequency) if f.schedule else None,
             "interval": sqlite_int(f.schedule.interval) if f.schedule else None,
             "schedule_start": sqlite_int(to_ms(f.schedule.start_at)) if f.schedule else None,
-            "org_id": str(f.raw.get("imsOrgId") or "") if f.raw else "",
-            "last_run_id": f.last_run_id,
-            "last_run_state": f.last_run_state,
+            "org_id": _text(str(f.raw.get("imsOrgId") or "")) if f.raw else "",
+            "last_run_id": _text(f.last_run_id),
+            "last_run_state": _text(f.last_run_state),
             "last_run_started": sqlite_int(to_ms(f.last_run_started_at)),
-            "etag": f.etag,
+            "etag": _text(f.etag),
             "refreshed": to_ms(now),
             "raw": bound_raw(f.raw) if f.raw else None,
         }
@@ -253,20 +279,29 @@ class Store:
     ) -> list[Run]:
         """Store the runs; return those that are new or whose etag/status changed.
 
-        A run whose row cannot be built (its raw JSON cannot be written) is left out,
-        told to `on_skip("store", "run <id>", reason)`, and not returned. Counts beyond SQLite's
-        INTEGER range are stored clamped; the raw JSON is bounded (store.bounds)."""
-        if not runs:
+        A run that cannot be stored (text SQLite cannot hold, JSON that cannot be
+        written) is left out, told to `on_skip("store", "run <id>", reason)`, and not
+        returned. Counts beyond SQLite's INTEGER range are stored clamped; the raw JSON
+        is bounded (store.bounds)."""
+        good = []
+        for r in runs:
+            try:
+                _storable(r.id, r.flow_id, r.sandbox)
+            except BAD_ITEM as exc:
+                on_skip("store", f"run {_show(r.id)}", _reason(exc))
+                continue
+            good.append(r)
+        if not good:
             return []
         known: dict[str, tuple[str, str]] = {}
-        for chunk in chunks([r.id for r in runs], 500):
+        for chunk in chunks([r.id for r in good], 500):
             marks = ",".join("?" * len(chunk))
             for row in self._rows(
                 f"SELECT id, etag, status FROM runs WHERE id IN ({marks})", chunk
             ):
                 known[row["id"]] = (row["etag"] or "", row["status"] or "")
         rows, changed = [], []
-        for r in runs:
+        for r in good:
             if known.get(r.id) == (r.etag, r.status):
                 continue
             try:
@@ -276,7 +311,8 @@ class Store:
                 continue
             changed.append(r)
         with self.guard():
-            self.db["runs"].upsert_all(rows, pk="id")
+            failed = self._upsert_rows("runs", "run", rows, on_skip)
+            changed = [r for r in changed if r.id not in failed]
             # A run tells us a flow ran: keep the flow's last run up to date for missing_run.
             for r in changed:
                 started = sqlite_int(to_ms(r.started_at))
@@ -285,9 +321,28 @@ class Store:
                 self.db.execute(
                     "UPDATE flows SET last_run_id = ?, last_run_started = ?, last_run_state = ? "
                     "WHERE id = ? AND (last_run_started IS NULL OR last_run_started <= ?)",
-                    (r.id, started, r.status, r.flow_id, started),
+                    (r.id, started, _text(r.status), r.flow_id, started),
                 )
         return changed
+
+    def _upsert_rows(
+        self, table: str, what: str, rows: list[dict[str, Any]], on_skip: OnSkip
+    ) -> set[str]:
+        """Upsert `rows` (all at once, or one by one when that fails); the ids of the
+        rows SQLite refused, each told to `on_skip`."""
+        try:
+            self.db[table].upsert_all(rows, pk="id")
+            return set()
+        except (ValueError, OverflowError, TypeError):
+            pass
+        failed = set()
+        for row in rows:
+            try:
+                self.db[table].upsert(row, pk="id")
+            except (ValueError, OverflowError, TypeError) as exc:
+                on_skip("store", f"{what} {_show(row['id'])}", _reason(exc))
+                failed.add(row["id"])
+        return failed
 
     @staticmethod
     def _run_row(r: Run, now: datetime) -> dict[str, Any]:
@@ -295,14 +350,14 @@ class Store:
             "id": r.id,
             "flow_id": r.flow_id,
             "sandbox": r.sandbox,
-            "status": r.status,
+            "status": _text(r.status),
             "finished": int(r.state in FINISHED_STATES),
             "started": sqlite_int(to_ms(r.started_at)),
             "completed": sqlite_int(to_ms(r.completed_at)),
             "input_records": sqlite_int(r.input_records),
             "output_records": sqlite_int(r.output_records),
             "failed_records": sqlite_int(r.failed_records),
-            "etag": r.etag,
+            "etag": _text(r.etag),
             "seen": to_ms(now),
             "raw": bound_raw(r.raw),
         }
