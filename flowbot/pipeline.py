@@ -37,6 +37,7 @@ log = logging.getLogger("flowbot.cycle")
 OVERLAP = timedelta(minutes=10)  # re-read this much before the watermark: late arrivals
 FLOW_REFRESH = timedelta(hours=1)  # full flow metadata refresh, otherwise only flows that ran
 UNFINISHED_HORIZON = timedelta(days=7)  # stop re-reading runs unfinished for longer
+MAX_NOTES = 100  # skipped items logged per cycle (all are counted)
 
 
 @dataclass
@@ -51,6 +52,9 @@ class Deps:
     settings: Settings = field(default_factory=Settings)
     step: Callable[[str], None] = lambda name: None  # test hook between stages
     send_budget: float = 60.0
+    # (stage, item) pairs already logged as skipped: a poisoned run re-read every cycle
+    # of the overlap is logged at warning once, then at debug.
+    skips_logged: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -68,14 +72,17 @@ class CycleReport:
     queued: int = 0
     api_requests: int = 0
     seconds: float = 0.0
-    # Items left out by stage (parse, store, evaluate, alert, render), each logged once.
+    # Items left out by stage (parse, store, evaluate, alert, render), counted each
+    # cycle they are met; `notes` says which and why, for the log.
     skipped: dict[str, int] = field(default_factory=dict)
+    notes: list[tuple[str, str, str]] = field(default_factory=list, repr=False)
 
     def skip(self, stage: str, item: str, reason: str) -> None:
-        """Count one item a stage left out, and log it (once, with its id and reason)."""
+        """Count one item a stage left out, with its id and the reason."""
         self.skipped[stage] = self.skipped.get(stage, 0) + 1
-        item, reason = " ".join(item.split())[:300], " ".join(reason.split())[:500]
-        log.warning("cycle %s: %s skipped at %s: %s", self.sandbox, item, stage, reason)
+        if len(self.notes) < MAX_NOTES:
+            item, reason = " ".join(item.split())[:300], " ".join(reason.split())[:500]
+            self.notes.append((stage, item, reason))
 
 
 @dataclass
@@ -190,6 +197,8 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
     except Exception as exc:  # any other surprise fails this cycle, not the daemon
         log.debug("cycle %s: the %s stage raised", sandbox, stage[0], exc_info=True)
         _fail(deps, mark, now, report, f"{stage[0]} stage: {_why(exc)}")
+    finally:
+        _log_skips(deps, report)
     report.api_requests = _request_count(client) - requests_before
     report.seconds = time.monotonic() - started
     return report
@@ -262,6 +271,20 @@ def _decide(
         )  # fmt: skip
         store.prune(now - ruleset.retention)
         deps.step("committed")
+
+
+def _log_skips(deps: Deps, report: CycleReport) -> None:
+    """One warning per skipped item the first time it is met, debug after that."""
+    for stage, item, reason in report.notes:
+        first = (stage, item) not in deps.skips_logged
+        if first:
+            if len(deps.skips_logged) >= 10_000:
+                deps.skips_logged.clear()
+            deps.skips_logged.add((stage, item))
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "cycle %s: %s skipped at %s: %s", report.sandbox, item, stage, reason,
+        )  # fmt: skip
 
 
 def _fail(deps: Deps, mark: Watermark, now: datetime, report: CycleReport, error: str) -> None:

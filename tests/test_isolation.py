@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from daemon_harness import Running, wait_until
 from servers import slack_server
 
 from flowbot.notifiers import build_notifiers
@@ -193,3 +195,52 @@ def test_an_unexpected_failure_in_a_stage_fails_the_cycle_cleanly_and_feeds_the_
     meta = [m for m in world.sent() if m["event"] == "meta" and "degraded" in m["text"]]
     assert len(meta) == 1 and "monitoring degraded for sandbox prod" in meta[0]["text"]
     assert delivery.failed == 0
+
+
+DAEMON_RULES = """
+sandboxes: [prod]
+poll_every: 1s
+lookback: 24h
+channels:
+  audit: {file: alerts.jsonl}
+  ops: {file: ops.jsonl}
+defaults:
+  channels: [audit]
+monitoring: {channels: [ops], after: 2s}
+rules:
+  - {name: run-failed, type: status, status: [failed]}
+"""
+
+
+def test_the_daemon_alerts_every_other_flow_stays_ready_and_counts_the_poisoned_run(tmp_path):
+    """The issue's example: one run with inputRecordCount 10^20 (and one SQLite cannot
+    hold) beside failed runs, in `flowbot run` with its health endpoint."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    scenario = Scenario(now=now)
+    for name in [*FAILED, "crm-huge", "crm-bad"]:
+        scenario.put_flow(make_flow(name=name, flow_id=f"id-{name}",
+                                    start_at=now - timedelta(days=3)))  # fmt: skip
+    for name in FAILED:
+        scenario.put_run(make_run(f"id-{name}", status="failed", started_at=now - timedelta(minutes=9),
+                                  completed_at=now - timedelta(minutes=8)))  # fmt: skip
+    scenario.put_run(make_run("id-crm-huge", started_at=now - timedelta(minutes=9),
+                              input_records=10**20, failed_records=0))  # fmt: skip
+    scenario.put_run(make_run("id-crm-bad", run_id="run-\ud800", status="failed",
+                              started_at=now - timedelta(minutes=9)))  # fmt: skip
+    with Simulator(scenario, port=0) as sim, Running(tmp_path, sim, DAEMON_RULES, http=True) as bot:
+        wait_until(lambda: len(bot.events()) >= 5, what="five alerts")
+        bot.wait_cycles(2)
+        assert sorted(m["flow"]["name"] for m in bot.events()) == FAILED
+        status, _, body = bot.get("/readyz")
+        assert status == 200, body
+        _, _, metrics = bot.get("/metrics")
+        # counted every cycle that re-reads it (the overlap), logged at warning once
+        [count] = re.findall(
+            r'flowbot_items_skipped_total\{sandbox="prod",stage="store"\} (\d+)', metrics
+        )
+        assert int(count) >= 2
+        assert bot.log().count("run run-\\ud800 skipped at store: UnicodeEncodeError") == 1
+        assert "flowbot_outbox_depth 0" in metrics
+        assert bot.events("ops.jsonl") == []  # nothing degraded
+        assert "Traceback" not in bot.log()
+        assert bot.stop() == 0
