@@ -176,7 +176,7 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
     store = deps.store
     now = deps.clock()
     report = CycleReport(sandbox)
-    mark = store.watermark(sandbox)
+    mark = Watermark(sandbox)
     client = deps.client_for(sandbox)
     requests_before = _request_count(client)
     stage = ["fetch"]  # the stage under way, for the failure's text
@@ -185,6 +185,7 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         stage[0] = name
 
     try:
+        mark = store.watermark(sandbox)
         fetched = fetch(client, store, mark, deps.ruleset, now)
         report.api_requests = _request_count(client) - requests_before
         report.runs_read = len(fetched.runs)

@@ -244,3 +244,13 @@ def test_the_daemon_alerts_every_other_flow_stays_ready_and_counts_the_poisoned_
         assert bot.events("ops.jsonl") == []  # nothing degraded
         assert "Traceback" not in bot.log()
         assert bot.stop() == 0
+
+
+def test_a_broken_store_fails_the_cycle_in_one_line_saying_no_meta_alert_was_queued(world, caplog):
+    world.store.db.conn.close()  # every statement now fails
+    with caplog.at_level(logging.WARNING, logger="flowbot"):
+        report = run_cycle(world.deps(), "prod")
+    assert not report.ok and "closed database" in report.error
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "could not be recorded (no meta-alert queued)" in line.getMessage()
+    assert line.exc_info is None

@@ -461,7 +461,7 @@ class Store:
                     flow_name,
                     to_ms(now),
                     to_ms(now),
-                    count,
+                    sqlite_int(count),
                     last_run_id,
                     clip(reason),
                     int(muted),
