@@ -275,6 +275,8 @@ class Daemon:
         m.observe("flowbot_cycle_duration_seconds", report.seconds, sandbox=sandbox)
         m.inc("flowbot_runs_read_total", report.runs_read, sandbox=sandbox)
         m.inc("flowbot_findings_total", report.findings, sandbox=sandbox)
+        for stage, n in report.skipped.items():
+            m.inc("flowbot_items_skipped_total", n, sandbox=sandbox, stage=stage)
         for channel, outcomes in delivery.by_channel.items():
             for result, n in outcomes.items():
                 m.inc("flowbot_messages_total", n, channel=channel, result=result)

@@ -86,6 +86,7 @@ def evaluate(
     findings: list[Finding] = []
     recovered: list[Finding] = []
     clear: set[Key] = set()
+    skipped: list[tuple[str, str, str]] = []
     for rule in ruleset.rules:
         if not rule.enabled:
             continue
@@ -95,13 +96,14 @@ def evaluate(
             runs = runs_by_flow.get(flow.id, ())
             try:
                 found, fine = judge(rule, flow, runs, changed_ids, now, cutoff, ruleset)
-            except Exception:  # crash-loop guard: one bad rule × flow must not stop the rest
-                log.exception(
-                    "rule %s failed on flow %s (newest run %s); skipped",
-                    rule.name,
-                    flow.id,
-                    runs[0].id if runs else None,
-                )
+            except Exception as exc:  # crash-loop guard: one bad rule × flow must not stop the rest
+                reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning(
+                    "rule %s failed on flow %s (newest run %s); skipped: %s",
+                    rule.name, flow.id, runs[0].id if runs else None, reason,
+                )  # fmt: skip
+                log.debug("rule %s on flow %s raised", rule.name, flow.id, exc_info=True)
+                skipped.append((rule.name, flow.id, reason))
                 continue
             live = [f for f in found if f.superseded_by is None]
             findings.extend(live)
@@ -113,6 +115,7 @@ def evaluate(
         findings=tuple(findings),
         clear=frozenset(clear - found_keys),
         recovered=tuple(recovered),
+        skipped=tuple(skipped),
     )
 
 

@@ -28,6 +28,7 @@ FAMILIES = (
     Family("flowbot_cycle_duration_seconds", "summary", "Seconds a cycle took (read, decide, queue and send)."),
     Family("flowbot_runs_read_total", "counter", "Runs read from the Flow Service."),
     Family("flowbot_findings_total", "counter", "Rule findings (a rule matched a run or a flow)."),
+    Family("flowbot_items_skipped_total", "counter", "Items a cycle left out (a run, flow, rule, alert or message), by stage."),
     Family("flowbot_alerts", "gauge", "Alerts in the store, by state."),
     Family("flowbot_messages_total", "counter", "Messages sent, failed or deferred, by channel."),
     Family("flowbot_outbox_depth", "gauge", "Messages waiting in the outbox."),

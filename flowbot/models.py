@@ -207,11 +207,13 @@ class Evaluation:
     firing alert for them resolves.
     `recovered`: run-level matches that a later good run of the same flow already
     superseded (each with `superseded_by`): history to record, never a page.
+    `skipped`: the pairs whose judging raised, with the reason; neither found nor clear.
     """
 
     findings: tuple[Finding, ...] = ()
     clear: frozenset[tuple[str, str]] = frozenset()
     recovered: tuple[Finding, ...] = ()
+    skipped: tuple[tuple[str, str, str], ...] = ()  # (rule, flow id, reason) that raised
 
 
 @dataclass(frozen=True, slots=True)

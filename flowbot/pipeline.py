@@ -6,6 +6,13 @@
 `run_cycle` does everything up to the outbox; `outbox.deliver` sends. `check --once`
 and the daemon call the same `run_once`. A cycle that cannot read the API changes
 nothing but the record of the failure (and, after `monitoring.after`, a meta-alert).
+
+Isolation: a run or flow that cannot be stored or parsed, a rule that raises on one
+flow, an alert that cannot be written and a message that cannot be rendered are each
+left out (or, for a message, sent as plain text), logged once with their id and reason
+and counted in `CycleReport.skipped` by stage; the rest of the cycle goes on. Anything
+else that raises inside a stage fails that cycle like an unreadable API: the watermark
+stays, the error feeds the meta-alert, whose text is built without templates.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flowbot import alerts
-from flowbot.errors import FlowAPIError
+from flowbot.errors import FlowAPIError, StoreError
 from flowbot.models import Flow, Message, Notice, Run
 from flowbot.outbox import Delivery, deliver
 from flowbot.settings import Settings, redact
@@ -31,6 +38,7 @@ log = logging.getLogger("flowbot.cycle")
 OVERLAP = timedelta(minutes=10)  # re-read this much before the watermark: late arrivals
 FLOW_REFRESH = timedelta(hours=1)  # full flow metadata refresh, otherwise only flows that ran
 UNFINISHED_HORIZON = timedelta(days=7)  # stop re-reading runs unfinished for longer
+MAX_NOTES = 100  # skipped items logged per cycle (all are counted)
 
 
 @dataclass
@@ -45,6 +53,9 @@ class Deps:
     settings: Settings = field(default_factory=Settings)
     step: Callable[[str], None] = lambda name: None  # test hook between stages
     send_budget: float = 60.0
+    # (stage, item) pairs already logged as skipped: a poisoned run re-read every cycle
+    # of the overlap is logged at warning once, then at debug.
+    skips_logged: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -62,6 +73,17 @@ class CycleReport:
     queued: int = 0
     api_requests: int = 0
     seconds: float = 0.0
+    # Items left out by stage (parse, store, evaluate, alert, render), counted each
+    # cycle they are met; `notes` says which and why, for the log.
+    skipped: dict[str, int] = field(default_factory=dict)
+    notes: list[tuple[str, str, str]] = field(default_factory=list, repr=False)
+
+    def skip(self, stage: str, item: str, reason: str) -> None:
+        """Count one item a stage left out, with its id and the reason."""
+        self.skipped[stage] = self.skipped.get(stage, 0) + 1
+        if len(self.notes) < MAX_NOTES:
+            item, reason = " ".join(item.split())[:300], " ".join(reason.split())[:500]
+            self.notes.append((stage, item, reason))
 
 
 @dataclass
@@ -99,10 +121,13 @@ def route(
     templates_dir: Path | None,
     threads: Store | None = None,
     link_origins: Sequence[str] = (),
+    on_skip: Callable[[str, str, str], None] | None = None,
 ) -> list[Message]:
     """Each outgoing message × the channels of its rules → rendered Messages; a channel
     gets the notices of the rules routed to it, in one message. Diagnostic URLs on
-    `link_origins` (the configured API and export URLs) may be links.
+    `link_origins` (the configured API and export URLs) may be links. A message whose
+    rendering raises is sent as the plain fallback text instead, and told to
+    `on_skip("render", what, reason)`; when even that fails it is left out.
 
     A resolution is split by the thread its alerts were announced in on that channel
     (a storm's message, an incident's, their own; `threads` tells), replies there, and
@@ -114,18 +139,12 @@ def route(
             for batch, update in _by_thread(
                 item, pairs, channel, alert_ids, threads, ruleset.group_at
             ):
-                messages.append(
-                    _message(
-                        item,
-                        batch,
-                        channel,
-                        ruleset,
-                        alert_ids,
-                        templates_dir,
-                        update,
-                        link_origins,
-                    )
-                )
+                message = _message(
+                    item, batch, channel, ruleset, alert_ids, templates_dir, update,
+                    link_origins, on_skip,
+                )  # fmt: skip
+                if message is not None:
+                    messages.append(message)
     return messages
 
 
@@ -192,21 +211,39 @@ def _message(
     templates_dir: Path | None,
     update: bool,
     link_origins: Sequence[str] = (),
-) -> Message:
-    from flowbot.render import render
+    on_skip: Callable[[str, str, str], None] | None = None,
+) -> Message | None:
+    from flowbot.render import fallback_body, render
 
     notices = tuple(n for n, _ in batch)
     keys = [k for _, k in batch]
     kind = ruleset.channels[channel].kind
-    body = render(
-        notices,
-        item.event,
-        kind,
-        templates_dir=templates_dir,
-        rule_template=ruleset.rule(notices[0].rule).template,
-        timezone=ruleset.timezone,
-        link_origins=link_origins,
-    )
+    what = f"{item.event} message of rule {notices[0].rule} for {_flows(notices)} to {channel}"
+
+    def fell_back(reason: str) -> None:
+        if on_skip:
+            on_skip("render", what, f"{reason}; sent as plain text")
+
+    try:
+        body = render(
+            notices,
+            item.event,
+            kind,
+            templates_dir=templates_dir,
+            rule_template=ruleset.rule(notices[0].rule).template,
+            timezone=ruleset.timezone,
+            link_origins=link_origins,
+            on_fallback=fell_back,
+        )
+    except Exception as exc:  # anything else about one message must not stop the cycle
+        try:
+            body = fallback_body(notices, item.event, kind)
+        except Exception:
+            if on_skip:
+                on_skip("render", what, f"{_why(exc)}; not sent")
+            return None
+        if on_skip:
+            on_skip("render", what, f"{_why(exc)}; sent as plain text")
     if not update:
         body.pop("update", None)  # other alerts of that first message still fire
     ids = tuple(alert_ids[k] for k in keys if k in alert_ids)
@@ -230,32 +267,60 @@ def meta_messages(ruleset: Any, text: str) -> list[Message]:
 
 
 def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
-    """Read, remember, decide and queue for one sandbox. Never sends."""
+    """Read, remember, decide and queue for one sandbox. Never sends, and never raises
+    for what a stage meets: a failure is in the report (and recorded for the meta-alert)."""
     started = time.monotonic()
-    ruleset, store = deps.ruleset, deps.store
+    store = deps.store
     now = deps.clock()
     report = CycleReport(sandbox)
-    mark = store.watermark(sandbox)
+    mark = Watermark(sandbox)
     client = deps.client_for(sandbox)
     requests_before = _request_count(client)
-    try:
-        fetched = fetch(client, store, mark, ruleset, now)
-    except FlowAPIError as exc:
-        report.ok, report.error = False, redact(str(exc), deps.settings.secrets())
-        report.api_requests = _request_count(client) - requests_before
-        _record_failure(deps, mark, now, report.error)
-        report.seconds = time.monotonic() - started
-        return report
-    report.api_requests = _request_count(client) - requests_before
-    report.runs_read = len(fetched.runs)
-    deps.step("fetched")
+    stage = ["fetch"]  # the stage under way, for the failure's text
 
+    def at(name: str) -> None:
+        stage[0] = name
+
+    try:
+        mark = store.watermark(sandbox)
+        fetched = fetch(client, store, mark, deps.ruleset, now)
+        report.api_requests = _request_count(client) - requests_before
+        report.runs_read = len(fetched.runs)
+        deps.step("fetched")
+        _decide(deps, sandbox, mark, fetched, now, report, at)
+    except FlowAPIError as exc:
+        _fail(deps, mark, now, report, str(exc))
+    except StoreError as exc:
+        _fail(deps, mark, now, report, f"{stage[0]} stage: {exc}")
+    except Exception as exc:  # any other surprise fails this cycle, not the daemon
+        log.debug("cycle %s: the %s stage raised", sandbox, stage[0], exc_info=True)
+        _fail(deps, mark, now, report, f"{stage[0]} stage: {_why(exc)}")
+    finally:
+        _log_skips(deps, report)
+    report.api_requests = _request_count(client) - requests_before
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _decide(
+    deps: Deps,
+    sandbox: str,
+    mark: Watermark,
+    fetched: Fetched,
+    now: datetime,
+    report: CycleReport,
+    at: Callable[[str], None],
+) -> None:
+    """Store → evaluate → alerts → route → outbox and watermark, in one transaction;
+    `at(stage)` is told each stage as it starts."""
     from flowbot.aep.parse import parse_run
     from flowbot.evaluate import evaluate
 
+    ruleset, store = deps.ruleset, deps.store
+    at("store")
     with store.transaction():
-        store.upsert_flows(fetched.flows, now)
-        changed = store.upsert_runs(fetched.runs, now)
+        store.upsert_flows(fetched.flows, now, on_skip=report.skip)
+        changed = store.upsert_runs(fetched.runs, now, on_skip=report.skip)
         report.runs_new = len(changed)
         deps.step("stored")
 
@@ -269,26 +334,36 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         watched = {r.flow_id for r in changed} | unfinished | {a.flow_id for a in firing}
         changed_ids = {r.id for r in changed}
         history = store.recent_runs(
-            sorted(watched), _history_depth(ruleset), parse_run, full=changed_ids
-        )
+            sorted(watched), _history_depth(ruleset), parse_run, full=changed_ids,
+            on_skip=report.skip,
+        )  # fmt: skip
+        at("evaluate")
         evaluation = evaluate(ruleset, flows, history, changed_ids, now)
         report.findings = len(evaluation.findings)
+        if evaluation.skipped:  # evaluate logged each one already
+            report.skipped["evaluate"] = report.skipped.get("evaluate", 0) + len(evaluation.skipped)
         deps.step("evaluated")
 
+        at("alerts")
         changes = alerts.decide(
             ruleset, firing, evaluation, store.silences(now), by_id, history, now
         )
         alert_ids = _apply(store, sandbox, changes, now, report)
-        outgoing = alerts.plan(changes, ruleset.group_at)
+        outgoing = alerts.plan([c for c in changes if c.key in alert_ids], ruleset.group_at)
         templates = ruleset.templates or (
             Path(deps.settings.templates) if deps.settings.templates else None
         )
         origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
-        messages = route(outgoing, ruleset, alert_ids, templates, store, [o for o in origins if o])
+        at("route")
+        messages = route(
+            outgoing, ruleset, alert_ids, templates, store, [o for o in origins if o],
+            on_skip=report.skip,
+        )  # fmt: skip
         if mark.degraded_announced:
             messages += meta_messages(
                 ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"
             )
+        at("outbox")
         report.queued = store.enqueue(messages, now)
         store.set_watermark(
             replace(
@@ -299,8 +374,33 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         )  # fmt: skip
         store.prune(now - ruleset.retention)
         deps.step("committed")
-    report.seconds = time.monotonic() - started
-    return report
+
+
+def _log_skips(deps: Deps, report: CycleReport) -> None:
+    """One warning per skipped item the first time it is met, debug after that."""
+    for stage, item, reason in report.notes:
+        first = (stage, item) not in deps.skips_logged
+        if first:
+            if len(deps.skips_logged) >= 10_000:
+                deps.skips_logged.clear()
+            deps.skips_logged.add((stage, item))
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "cycle %s: %s skipped at %s: %s", report.sandbox, item, stage, reason,
+        )  # fmt: skip
+
+
+def _fail(deps: Deps, mark: Watermark, now: datetime, report: CycleReport, error: str) -> None:
+    """Report the cycle failed and record it (watermark kept, meta-alert in time)."""
+    report.ok, report.error = False, redact(error, deps.settings.secrets())
+    try:
+        _record_failure(deps, mark, now, report.error)
+    except Exception as exc:  # a broken store must not hide the failure it could not keep
+        reason = str(exc) if isinstance(exc, StoreError) else _why(exc)
+        log.error(
+            "cycle for sandbox %s failed (%s), and the failure could not be recorded "
+            "(no meta-alert queued): %s", mark.sandbox, report.error, reason,
+        )  # fmt: skip
 
 
 def run_once(deps: Deps) -> tuple[list[CycleReport], Delivery]:
@@ -337,31 +437,46 @@ def _apply(
 ) -> dict[tuple[str, str], int]:
     ids: dict[tuple[str, str], int] = {}
     for change in changes:
-        if change.muted and change.action != "resolve":
-            report.muted += 1
-        if change.action in ("open", "recover"):
-            fields = change.fields
-            alert_id = store.insert_alert(
-                rule=change.rule, flow_id=change.flow.id, sandbox=sandbox,
-                flow_name=change.flow.name, now=now, count=int(fields.get("count", 1)),
-                last_run_id=fields.get("last_run_id"), reason=str(fields.get("reason", "")),
-                muted=change.muted,
-            )  # fmt: skip
-            later = {k: fields[k] for k in ("last_notified", "state", "resolved") if k in fields}
-            if later:
-                store.update_alert(alert_id, **later)
-            if change.action == "open":  # "recover": history only, already resolved
-                ids[change.key] = alert_id
-                report.fired += 1
-        else:
-            assert change.alert_id is not None
-            ids[change.key] = change.alert_id
-            store.update_alert(change.alert_id, **change.fields)
-            if change.action == "resolve":
-                report.resolved += 1
-            elif change.notice is not None and change.notice.event == "repeat":
-                report.repeated += 1
+        try:
+            _apply_one(store, sandbox, change, now, report, ids)
+        except (StoreError, ValueError, TypeError, OverflowError) as exc:
+            report.skip("alert", f"alert {change.rule} on flow {change.flow.id}", _why(exc))
     return ids
+
+
+def _apply_one(
+    store: Store,
+    sandbox: str,
+    change: alerts.Change,
+    now: datetime,
+    report: CycleReport,
+    ids: dict[tuple[str, str], int],
+) -> None:
+    """Write one alert change; its id goes into `ids` once it is stored."""
+    if change.muted and change.action != "resolve":
+        report.muted += 1
+    if change.action in ("open", "recover"):
+        fields = change.fields
+        alert_id = store.insert_alert(
+            rule=change.rule, flow_id=change.flow.id, sandbox=sandbox,
+            flow_name=change.flow.name, now=now, count=int(fields.get("count", 1)),
+            last_run_id=fields.get("last_run_id"), reason=str(fields.get("reason", "")),
+            muted=change.muted,
+        )  # fmt: skip
+        later = {k: fields[k] for k in ("last_notified", "state", "resolved") if k in fields}
+        if later:
+            store.update_alert(alert_id, **later)
+        if change.action == "open":  # "recover": history only, already resolved
+            ids[change.key] = alert_id
+            report.fired += 1
+    else:
+        assert change.alert_id is not None
+        store.update_alert(change.alert_id, **change.fields)
+        ids[change.key] = change.alert_id
+        if change.action == "resolve":
+            report.resolved += 1
+        elif change.notice is not None and change.notice.event == "repeat":
+            report.repeated += 1
 
 
 def _record_failure(deps: Deps, mark: Watermark, now: datetime, error: str) -> None:
@@ -387,6 +502,18 @@ def _record_failure(deps: Deps, mark: Watermark, now: datetime, error: str) -> N
             )
         )  # fmt: skip
     log.warning("cycle for sandbox %s failed: %s", mark.sandbox, error)
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as one short line: its type and the start of its text."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _flows(notices: Sequence[Notice]) -> str:
+    ids = list(dict.fromkeys(n.flow.id for n in notices))
+    more = f" and {len(ids) - 1} more" if len(ids) > 1 else ""
+    return f"flow {ids[0]}{more}"
 
 
 def _full_refresh_due(mark: Watermark, now: datetime) -> bool:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -250,6 +250,7 @@ def render(
     rule_template: Path | None = None,
     timezone: str = "UTC",
     link_origins: Sequence[str] = (),
+    on_fallback: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The Message.body for `kind` telling `event` about `notices` (one, or several of one
     rule when `event` is "grouped").
@@ -258,8 +259,8 @@ def render(
     the thread's first message); email: {"subject", "text", "html"}; terminal:
     {"text"}; file: a structured JSON-able dict. `link_origins`: origins (the
     configured API and export URLs) whose diagnostic URLs may be links besides Adobe's
-    hosts. Never raises on a template problem: it logs one line and returns a minimal
-    plain message instead.
+    hosts. Never raises on a template problem: it returns a minimal plain message
+    instead, and tells `on_fallback(reason)` (or, without it, logs one line).
     """
     if not notices:
         raise ValueError("render needs at least one notice")
@@ -271,15 +272,16 @@ def render(
     try:
         return within_time(lambda: _body(notices, event, kind, dirs, timezone, link_origins))
     except _RENDER_ERRORS as exc:
-        reason = str(getattr(exc, "message", None) or exc)
-        log.error(
-            "template for %s/%s of rule %s failed (%s: %s); sending a plain message",
-            kind,
-            event,
-            notices[0].rule,
-            type(exc).__name__,
-            cut(one_line(reason), 300),
+        reason = (
+            f"{type(exc).__name__}: {cut(one_line(str(getattr(exc, 'message', None) or exc)), 300)}"
         )
+        if on_fallback is not None:
+            on_fallback(reason)
+        else:
+            log.error(
+                "template for %s/%s of rule %s failed (%s); sending a plain message",
+                kind, event, notices[0].rule, reason,
+            )  # fmt: skip
         return fallback_body(notices, event, kind)
 
 

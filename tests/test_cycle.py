@@ -215,7 +215,7 @@ def test_an_unreachable_api_keeps_the_watermark_and_exits_not_ok(world):
     assert reports[0].ok and world.events() == [("firing", "run-failed", "crm-daily")]
 
 
-class Crash(Exception):
+class Crash(BaseException):  # a process kill, not an error a stage could meet
     pass
 
 

@@ -143,7 +143,8 @@ def test_evaluating_mutated_runs_and_flows_never_trips_the_crash_guard(tmp_path)
         for run in runs:
             history.setdefault(run.flow_id or "none", []).append(run)
         now = NOW + timedelta(seconds=offset)
-        evaluate(ruleset, flows, history, {r.id for r in runs}, now)
+        evaluation = evaluate(ruleset, flows, history, {r.id for r in runs}, now)
+        assert evaluation.skipped == ()
         assert guard.records == [], guard.records[0].getMessage()
 
     try:

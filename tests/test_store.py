@@ -235,3 +235,76 @@ def test_a_locked_database_gives_a_clear_error(tmp_path):
         other.execute("ROLLBACK")
         other.close()
         s.close()
+
+
+# ------------------------------------------------------------------ bounds
+
+
+def test_counts_outside_sqlite_integers_are_clamped_not_a_crash(store):
+    from flowbot.store.bounds import SQLITE_INT_MAX
+
+    big = Run(id="r1", flow_id="f1", status="failed", etag="e", sandbox="prod",
+              started_at=NOW, input_records=10**20, failed_records=10**30,
+              raw={"id": "r1", "metrics": {"recordSummary": {"inputRecordCount": 10**20}}})  # fmt: skip
+    [stored] = store.upsert_runs([big], NOW)
+    assert stored.id == "r1"
+    row = store.db.execute("SELECT input_records, failed_records, raw FROM runs").fetchone()
+    assert row[:2] == (SQLITE_INT_MAX, SQLITE_INT_MAX)
+    assert str(SQLITE_INT_MAX) in row[2] and str(10**20) not in row[2]
+    flow = Flow(id="f1", name="crm", sandbox="prod", schedule=Schedule("hour", 10**25, NOW))
+    store.upsert_flows([flow], NOW)
+    assert store.flows("prod")[0].schedule.interval == SQLITE_INT_MAX
+
+
+def test_ten_thousand_errors_keep_a_bounded_raw_json_with_every_code(store):
+    from flowbot.aep.parse import parse_run
+    from flowbot.store.bounds import ERRORS_KEPT, RAW_MAX_CHARS
+
+    errors = [{"code": f"E-{i % 60}", "message": "m" * 1400} for i in range(10_000)]
+    raw = {"id": "r1", "flowId": "f1", "metrics": {"statusSummary": {"status": "failed", "errors": errors}}}  # fmt: skip
+    store.upsert_runs([Run(id="r1", flow_id="f1", status="failed", sandbox="prod", raw=raw)], NOW)
+    [(text,)] = store.db.execute("SELECT raw FROM runs").fetchall()
+    assert len(text) <= RAW_MAX_CHARS  # was 14 MB
+    parsed = parse_run(__import__("json").loads(text))
+    assert len(parsed.errors) == ERRORS_KEPT + 1
+    assert (
+        parsed.errors[-1].message == f"and {10_000 - ERRORS_KEPT} more errors (not kept by flowbot)"
+    )
+    assert {e.code for e in parsed.errors[:-1]} == {f"E-{i}" for i in range(ERRORS_KEPT)}
+    assert all(len(e.message) < 2_100 for e in parsed.errors)
+
+
+def test_a_huge_or_deep_raw_json_is_bounded_and_a_run_sqlite_cannot_hold_is_skipped(store):
+    from flowbot.store.bounds import RAW_MAX_CHARS, bound_raw
+
+    deep: dict = {"id": "r2", "metrics": {"statusSummary": {"status": "failed"}}}
+    node = deep
+    for _ in range(500):
+        node["x"] = {}
+        node = node["x"]
+    wide = {"id": "r3", "activities": [{"k" * 50: "v" * 5000} for _ in range(5000)],
+            "metrics": {"statusSummary": {"status": "failed"}}}  # fmt: skip
+    for raw in (deep, wide):
+        text = bound_raw(raw)
+        assert len(text) <= RAW_MAX_CHARS and '"status": "failed"' in text
+    skipped = []
+    runs = [
+        Run(id="r2", flow_id="f1", status="failed", sandbox="prod", raw=deep),
+        Run(id="bad-\ud800", flow_id="f1", status="failed", sandbox="prod", raw={}),
+        Run(id="r4", flow_id="f1", status="failed", sandbox="prod", raw={"m": "\udfff"}),
+    ]
+    stored = store.upsert_runs(runs, NOW, on_skip=lambda *a: skipped.append(a))
+    assert [r.id for r in stored] == ["r2", "r4"]  # a lone surrogate in the raw is escaped
+    [(stage, item, reason)] = skipped
+    assert (stage, item) == ("store", "run bad-\\ud800") and "UnicodeEncodeError" in reason
+
+
+def test_stored_reasons_and_errors_are_cut(store):
+    long = "x" * 100_000
+    alert = store.insert_alert(rule="r", flow_id="f", sandbox="prod", flow_name="n", now=NOW,
+                               count=10**20, last_run_id=None, reason=long, muted=False)  # fmt: skip
+    store.update_alert(alert, reason=long, count=10**21)
+    store.set_watermark(Watermark("prod", last_error=long))
+    [row] = store.alerts()
+    assert len(row.reason) < 2_100 and row.reason.endswith("(98000 more characters)")
+    assert len(store.watermark("prod").last_error) < 2_100

@@ -20,6 +20,7 @@ import sqlite_utils
 
 from flowbot.errors import StoreError
 from flowbot.models import FINISHED_STATES, Flow, Message, Run
+from flowbot.store.bounds import bound_raw, clip, sqlite_int
 from flowbot.store.rows import (
     LIGHT_COLUMNS,
     AlertRow,
@@ -35,6 +36,43 @@ from flowbot.store.rows import (
     to_ms,
 )
 from flowbot.store.schema import MIGRATIONS
+
+# Told about each item the store leaves out: (stage, item, reason).
+OnSkip = Callable[[str, str, str], None]
+# What a run or flow may raise while its row is built (hostile values, deep JSON).
+BAD_ITEM = (ValueError, TypeError, OverflowError, RecursionError, AttributeError)
+
+
+def _ignore(what: str, item: str, reason: str) -> None:
+    pass
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {clip(str(exc), 200)}"
+
+
+def _storable(*texts: str | None) -> None:
+    """Raise ValueError for text SQLite cannot hold (not encodable as UTF-8)."""
+    for text in texts:
+        if text is not None:
+            text.encode("utf-8")  # UnicodeEncodeError is a ValueError
+
+
+def _text(text: str | None) -> str | None:
+    """`text` as SQLite can hold it: unencodable characters become escapes."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _show(item_id: str) -> str:
+    """An id for a log line: printable and short, whatever the API sent."""
+    return ascii(item_id)[1:-1][:120]
+
 
 # ------------------------------------------------------------------ the store
 
@@ -163,33 +201,25 @@ class Store:
                     "last_ok": to_ms(mark.last_ok),
                     "failing_since": to_ms(mark.failing_since),
                     "degraded_announced": int(mark.degraded_announced),
-                    "last_error": mark.last_error,
+                    "last_error": clip(mark.last_error),
                 },
                 pk="sandbox",
             )
 
     # -------------------------------------------------------------- flows
 
-    def upsert_flows(self, flows: Iterable[Flow], now: datetime) -> None:
-        rows = [
-            {
-                "id": f.id,
-                "sandbox": f.sandbox,
-                "name": f.name,
-                "state": f.state,
-                "frequency": f.schedule.frequency if f.schedule else None,
-                "interval": f.schedule.interval if f.schedule else None,
-                "schedule_start": to_ms(f.schedule.start_at) if f.schedule else None,
-                "org_id": str(f.raw.get("imsOrgId") or "") if f.raw else "",
-                "last_run_id": f.last_run_id,
-                "last_run_state": f.last_run_state,
-                "last_run_started": to_ms(f.last_run_started_at),
-                "etag": f.etag,
-                "refreshed": to_ms(now),
-                "raw": json.dumps(dict(f.raw)) if f.raw else None,
-            }
-            for f in flows
-        ]
+    def upsert_flows(self, flows: Iterable[Flow], now: datetime, on_skip: OnSkip = _ignore) -> None:
+        """Store the flows; one whose row cannot be built is left out and told to
+        `on_skip("store", "flow <id>", reason)`."""
+        rows = []
+        for f in flows:
+            try:
+                _storable(f.id, f.sandbox)
+                row = self._flow_row(f, now)
+            except BAD_ITEM as exc:
+                on_skip("store", f"flow {_show(f.id)}", _reason(exc))
+                continue
+            rows.append(row)
         if not rows:
             return
         with self.guard():
@@ -199,7 +229,26 @@ class Store:
                 old = known.get(r["id"])
                 if old is not None and (r["last_run_started"] or 0) < old[1]:
                     r["last_run_id"], r["last_run_started"], r["last_run_state"] = old
-            self.db["flows"].upsert_all(rows, pk="id")
+            self._upsert_rows("flows", "flow", rows, on_skip)
+
+    @staticmethod
+    def _flow_row(f: Flow, now: datetime) -> dict[str, Any]:
+        return {
+            "id": f.id,
+            "sandbox": f.sandbox,
+            "name": _text(f.name),
+            "state": _text(f.state),
+            "frequency": _text(f.schedule.frequency) if f.schedule else None,
+            "interval": sqlite_int(f.schedule.interval) if f.schedule else None,
+            "schedule_start": sqlite_int(to_ms(f.schedule.start_at)) if f.schedule else None,
+            "org_id": _text(str(f.raw.get("imsOrgId") or "")) if f.raw else "",
+            "last_run_id": _text(f.last_run_id),
+            "last_run_state": _text(f.last_run_state),
+            "last_run_started": sqlite_int(to_ms(f.last_run_started_at)),
+            "etag": _text(f.etag),
+            "refreshed": to_ms(now),
+            "raw": bound_raw(f.raw) if f.raw else None,
+        }
 
     def _last_starts(self, ids: Sequence[str]) -> dict[str, tuple[Any, int, Any]]:
         out: dict[str, tuple[Any, int, Any]] = {}
@@ -225,49 +274,93 @@ class Store:
 
     # -------------------------------------------------------------- runs
 
-    def upsert_runs(self, runs: Sequence[Run], now: datetime) -> list[Run]:
-        """Store the runs; return those that are new or whose etag/status changed."""
-        if not runs:
+    def upsert_runs(
+        self, runs: Sequence[Run], now: datetime, on_skip: OnSkip = _ignore
+    ) -> list[Run]:
+        """Store the runs; return those that are new or whose etag/status changed.
+
+        A run that cannot be stored (text SQLite cannot hold, JSON that cannot be
+        written) is left out, told to `on_skip("store", "run <id>", reason)`, and not
+        returned. Counts beyond SQLite's INTEGER range are stored clamped; the raw JSON
+        is bounded (store.bounds)."""
+        good = []
+        for r in runs:
+            try:
+                _storable(r.id, r.flow_id, r.sandbox)
+            except BAD_ITEM as exc:
+                on_skip("store", f"run {_show(r.id)}", _reason(exc))
+                continue
+            good.append(r)
+        if not good:
             return []
         known: dict[str, tuple[str, str]] = {}
-        for chunk in chunks([r.id for r in runs], 500):
+        for chunk in chunks([r.id for r in good], 500):
             marks = ",".join("?" * len(chunk))
             for row in self._rows(
                 f"SELECT id, etag, status FROM runs WHERE id IN ({marks})", chunk
             ):
                 known[row["id"]] = (row["etag"] or "", row["status"] or "")
-        changed = [r for r in runs if known.get(r.id) != (r.etag, r.status)]
-        rows = [
-            {
-                "id": r.id,
-                "flow_id": r.flow_id,
-                "sandbox": r.sandbox,
-                "status": r.status,
-                "finished": int(r.state in FINISHED_STATES),
-                "started": to_ms(r.started_at),
-                "completed": to_ms(r.completed_at),
-                "input_records": r.input_records,
-                "output_records": r.output_records,
-                "failed_records": r.failed_records,
-                "etag": r.etag,
-                "seen": to_ms(now),
-                "raw": json.dumps(dict(r.raw)),
-            }
-            for r in changed
-        ]
+        rows, changed = [], []
+        for r in good:
+            if known.get(r.id) == (r.etag, r.status):
+                continue
+            try:
+                rows.append(self._run_row(r, now))
+            except BAD_ITEM as exc:
+                on_skip("store", f"run {r.id}", _reason(exc))
+                continue
+            changed.append(r)
         with self.guard():
-            self.db["runs"].upsert_all(rows, pk="id")
+            failed = self._upsert_rows("runs", "run", rows, on_skip)
+            changed = [r for r in changed if r.id not in failed]
             # A run tells us a flow ran: keep the flow's last run up to date for missing_run.
             for r in changed:
-                started = to_ms(r.started_at)
+                started = sqlite_int(to_ms(r.started_at))
                 if started is None:
                     continue
                 self.db.execute(
                     "UPDATE flows SET last_run_id = ?, last_run_started = ?, last_run_state = ? "
                     "WHERE id = ? AND (last_run_started IS NULL OR last_run_started <= ?)",
-                    (r.id, started, r.status, r.flow_id, started),
+                    (r.id, started, _text(r.status), r.flow_id, started),
                 )
         return changed
+
+    def _upsert_rows(
+        self, table: str, what: str, rows: list[dict[str, Any]], on_skip: OnSkip
+    ) -> set[str]:
+        """Upsert `rows` (all at once, or one by one when that fails); the ids of the
+        rows SQLite refused, each told to `on_skip`."""
+        try:
+            self.db[table].upsert_all(rows, pk="id")
+            return set()
+        except (ValueError, OverflowError, TypeError):
+            pass
+        failed = set()
+        for row in rows:
+            try:
+                self.db[table].upsert(row, pk="id")
+            except (ValueError, OverflowError, TypeError) as exc:
+                on_skip("store", f"{what} {_show(row['id'])}", _reason(exc))
+                failed.add(row["id"])
+        return failed
+
+    @staticmethod
+    def _run_row(r: Run, now: datetime) -> dict[str, Any]:
+        return {
+            "id": r.id,
+            "flow_id": r.flow_id,
+            "sandbox": r.sandbox,
+            "status": _text(r.status),
+            "finished": int(r.state in FINISHED_STATES),
+            "started": sqlite_int(to_ms(r.started_at)),
+            "completed": sqlite_int(to_ms(r.completed_at)),
+            "input_records": sqlite_int(r.input_records),
+            "output_records": sqlite_int(r.output_records),
+            "failed_records": sqlite_int(r.failed_records),
+            "etag": _text(r.etag),
+            "seen": to_ms(now),
+            "raw": bound_raw(r.raw),
+        }
 
     def unfinished_run_ids(self, sandbox: str, since: datetime | None = None) -> list[str]:
         """Runs last seen scheduled or in progress (started after `since`), to re-read."""
@@ -290,6 +383,7 @@ class Store:
         limit: int,
         parse: Callable[[dict[str, Any]], Run],
         full: Collection[str] = (),
+        on_skip: OnSkip = _ignore,
     ) -> dict[str, list[Run]]:
         """Each flow's newest `limit` runs, newest first.
 
@@ -297,7 +391,8 @@ class Store:
         parsed from their raw JSON (errors, activities, links: what rules and messages
         read). Older ones only count toward windows and streaks: they are built from the
         stored columns (status, times, record counts), which keeps a cycle's cost flat as
-        history grows.
+        history grows. A stored run that no longer parses is told to
+        `on_skip("parse", "run <id>", reason)` and left out.
         """
         out: dict[str, list[Run]] = {}
         for flow_id in flow_ids:
@@ -314,7 +409,8 @@ class Store:
                 raw = self._rows("SELECT raw FROM runs WHERE id = ?", (row["id"],))[0]["raw"]
                 try:
                     runs.append(parse(json.loads(raw)))
-                except ValueError:
+                except BAD_ITEM as exc:
+                    on_skip("parse", f"run {row['id']}", _reason(exc))
                     continue
                 finished_seen = finished_seen or bool(row["finished"])
             out[flow_id] = runs
@@ -365,9 +461,9 @@ class Store:
                     flow_name,
                     to_ms(now),
                     to_ms(now),
-                    count,
+                    sqlite_int(count),
                     last_run_id,
-                    reason,
+                    clip(reason),
                     int(muted),
                 ),
             )
@@ -386,6 +482,10 @@ class Store:
         fields = {k: (to_ms(v) if isinstance(v, datetime) else v) for k, v in values.items()}
         if "muted" in fields:
             fields["muted"] = int(bool(fields["muted"]))
+        if isinstance(fields.get("reason"), str):
+            fields["reason"] = clip(fields["reason"])
+        if "count" in fields:
+            fields["count"] = sqlite_int(fields["count"])
         if not fields:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
