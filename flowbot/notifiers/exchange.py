@@ -133,6 +133,8 @@ def post(
                 data += chunk
                 if len(data) > max_bytes:
                     raise AnswerTooLarge(f"answer larger than {max_bytes} bytes")
+            if response.length:  # the connection ended before the announced length
+                raise http.client.IncompleteRead(bytes(data), response.length)
             answer_headers = {k.lower(): v for k, v in response.getheaders()}
             return Answer(response.status, answer_headers, bytes(data))
         finally:
