@@ -66,7 +66,9 @@ def huge(size: int) -> Behaviour:
     """A 200 whose body is `size` bytes of JSON-looking text."""
 
     def behave(sock: socket.socket, stop: threading.Event) -> None:
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: application/json\r\n\r\n"
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: application/json\r\n\r\n"
+        )
         sock.sendall(head.encode())
         chunk = b" " * 65536
         sent = 0

@@ -29,9 +29,7 @@ def no_sleep(seconds: float) -> None:
 
 def slack(url: str, **kw) -> SlackNotifier:
     settings = Settings(slack_bot_token=Secret(TOKEN), slack_api_url=url)
-    return SlackNotifier(
-        "ops", "#data-ops", settings, clock=time.monotonic, sleep=no_sleep, **kw
-    )
+    return SlackNotifier("ops", "#data-ops", settings, clock=time.monotonic, sleep=no_sleep, **kw)
 
 
 def webhook(url: str) -> WebhookNotifier:
@@ -165,7 +163,7 @@ GARBAGE = {
     "ok false, hostile code": answer("200 OK", b'{"ok": false, "error": "<!channel>\\nX"}'),
     "a closed connection": b"",
     "cut headers": b"HTTP/1.1 200 OK\r\nContent-Len",
-    "cut body": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"ok\"",
+    "cut body": b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"ok"',
     "not HTTP": b"SSH-2.0-OpenSSH_9.6\r\n",
     "a bad status line": b"HTTP/1.1 abc\r\n\r\n",
     "a huge header": b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
@@ -193,3 +191,268 @@ def test_no_answer_from_slack_or_a_webhook_is_a_traceback(name):
         assert api.permanent and api.problem is None  # refused this message, not the channel
     else:
         assert not api.permanent  # an answer that is not Slack's: tried again later
+
+
+# ---------------------------------------------------------------- in a cycle
+
+RULES = """
+sandboxes: [prod]
+poll_every: 1m
+channels:
+  ops: {slack: "#data-ops"}
+  mail: {email: [oncall@example.com]}
+  hook: {webhook: "WEBHOOK"}
+  audit: {file: alerts.jsonl}
+defaults:
+  channels: [ops, mail, hook, audit]
+monitoring:
+  channels: [MONITORING]
+  after: 15m
+rules:
+  - {name: run-failed, type: status, status: [failed], severity: critical}
+"""
+
+
+class Cycle:
+    """Simulator, a Slack (look-alike or hostile), a webhook, SMTP and a file channel."""
+
+    def __init__(self, tmp_path, sim, slack_url, webhook_url, smtp, clock, monitoring):
+        from flowbot.notifiers import build_notifiers
+        from flowbot.pipeline import build_deps
+        from flowbot.rules import load_rules
+        from flowbot.store import Store
+
+        rules = RULES.replace("WEBHOOK", webhook_url).replace("MONITORING", monitoring)
+        (tmp_path / "rules.yaml").write_text(rules)
+        self.tmp_path, self.sim, self.smtp, self.clock = tmp_path, sim, smtp, clock
+        self.settings = Settings(
+            api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id,
+            client_secret=Secret(sim.client_secret), org_id=sim.org_id,
+            slack_bot_token=Secret(TOKEN), slack_api_url=slack_url,
+            smtp_host=smtp.host, smtp_port=smtp.port, smtp_starttls=False,
+            db=str(tmp_path / "flowbot.db"),
+        )  # fmt: skip
+        self.ruleset = load_rules(tmp_path / "rules.yaml")
+        self.store = Store(self.settings.db)
+        self.store.migrate()
+        options = {"sleep": no_sleep, "max_attempts": 1, "timeout": 2.0}
+        self.deps = build_deps(
+            self.settings, self.ruleset, clock=clock, store=self.store, client_options=options
+        )
+        notifiers = build_notifiers(self.ruleset.channels, self.settings, sleep=no_sleep, now=clock)
+        notifiers["ops"] = SlackNotifier(
+            "ops", "#data-ops", self.settings, clock=time.monotonic, sleep=no_sleep,
+            deadline=DEADLINE,
+        )  # fmt: skip
+        self.deps.notifiers = notifiers
+
+    def run(self, retry=False):
+        from flowbot.pipeline import run_once
+
+        reports, delivery = run_once(self.deps, retry=retry)
+        return reports[0], delivery
+
+    def file_lines(self):
+        import json
+
+        path = self.tmp_path / "alerts.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def mails(self):
+        return [
+            m.get("Subject", "") + m.get_body(("plain",)).get_content() for m in self.smtp.messages
+        ]
+
+    def close(self):
+        self.deps.client_for("prod").close()
+        self.store.close()
+
+
+@pytest.fixture
+def world(tmp_path, smtp, clock):
+    from datetime import timedelta
+
+    from flowbot.sim.payloads import make_flow, make_run
+    from flowbot.sim.scenario import Scenario
+    from flowbot.sim.server import Simulator
+
+    scenario = Scenario(now=clock())
+    scenario.put_flow(make_flow("id-crm", name="crm-daily", start_at=clock() - timedelta(days=3)))
+    scenario.put_run(
+        make_run("id-crm", run_id="run-1", status="failed",
+                 started_at=clock() - timedelta(minutes=5),
+                 completed_at=clock() - timedelta(minutes=4),
+                 errors=[{"code": "CONNECTOR-1001-500", "message": "copy failed"}])
+    )  # fmt: skip
+    built = []
+
+    def make(slack_url, webhook_url, monitoring="ops, mail"):
+        cycle = Cycle(tmp_path, sim, slack_url, webhook_url, smtp, clock, monitoring)
+        built.append(cycle)
+        return cycle
+
+    with Simulator(scenario, page_size=5) as sim:
+        yield make
+        for cycle in built:
+            cycle.close()
+
+
+def test_a_trickling_slack_holds_back_no_other_channel(world):
+    with (
+        hostile_http(trickle(OK, every=2.0)) as bad_slack,
+        slack_server() as hooks,
+    ):
+        cycle = world(bad_slack.url, hooks.webhook_url())
+        started = time.monotonic()
+        report, delivery = cycle.run()
+        took = time.monotonic() - started
+    assert report.ok and report.queued == 4
+    assert [r["flow"]["name"] if "flow" in r else "crm-daily" in str(r) for r in cycle.file_lines()]
+    assert len(cycle.file_lines()) == 1 and len(cycle.mails()) == 1
+    assert len(hooks.calls_to("webhook")) == 1
+    assert delivery.sent == 3 and delivery.deferred == 1 and delivery.pending == 1
+    assert took < DEADLINE + 3.0  # Slack's deadline, not its trickle, bounds the cycle
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e12"])
+def test_slack_429_with_a_hostile_retry_after_leaves_the_others_delivering(world, clock, value):
+    with slack_server() as slack:
+        slack.fail("chat.postMessage", status=429, retry_after=value)
+        cycle = world(slack.url, slack.webhook_url())
+        report, delivery = cycle.run()
+        assert report.ok and delivery.sent == 3 and delivery.pending == 1
+        [held] = cycle.store.pending()
+        assert held.channel == "ops" and held.held_until is None  # our backoff, not theirs
+        clock.advance(minutes=1)  # the first backoff is 30 s
+        report, delivery = cycle.run()
+        assert delivery.sent == 1 and delivery.pending == 0
+        assert len(slack.calls_to("chat.postMessage")) == 2
+
+
+def test_a_refusing_slack_is_announced_once_on_the_monitoring_channels_then_its_recovery(
+    world, clock
+):
+    with slack_server() as slack:
+        slack.fail("chat.postMessage", error="not_in_channel", times=2)
+        cycle = world(slack.url, slack.webhook_url())
+        report, delivery = cycle.run()
+        assert delivery.failed == 1
+        [meta] = [m for m in cycle.mails() if "refuses" in m]
+        assert "ops" in meta and "not_in_channel" in meta and "invite the bot to #data-ops" in meta
+        assert TOKEN not in meta
+        assert not any("refuses" in str(r) for r in cycle.file_lines())  # not a monitoring channel
+
+        # The run recovers: its resolution is refused too, the same problem, and not
+        # announced again, even after a restart (a new store and deps, same database).
+        cycle.close()
+        from datetime import timedelta
+
+        from flowbot.sim.payloads import make_run
+
+        cycle.sim.put_run(
+            make_run("id-crm", run_id="run-2", started_at=clock(),
+                     completed_at=clock() + timedelta(minutes=1))
+        )  # fmt: skip
+        clock.advance(minutes=5)
+        again = world(slack.url, slack.webhook_url())
+        report, delivery = again.run()
+        assert report.resolved == 1 and delivery.failed == 1
+        assert sum("refuses" in m for m in again.mails()) == 1
+
+        # The bot is invited: the next message goes through, and the recovery is told.
+        again.store.enqueue([Message("ops", "slack", "meta", {"text": "hello"})], clock())  # type: ignore[arg-type]
+        report, delivery = again.run()
+        assert delivery.failed == 0 and delivery.by_channel["ops"] == {"sent": 1}
+        recovered = [m for m in again.mails() if "channel ops delivers again" in m]
+        assert len(recovered) == 1 and "not_in_channel" in recovered[0]
+        assert again.store.channel_problem("ops") is None
+
+
+def test_when_the_only_monitoring_channel_refuses_the_other_channels_are_told(world):
+    with slack_server() as slack:
+        slack.fail("chat.postMessage", error="invalid_auth")
+        cycle = world(slack.url, slack.webhook_url(), monitoring="ops")
+        cycle.run()
+        told = [m for m in cycle.mails() if "refuses" in m]
+        assert len(told) == 1 and "SLACK_BOT_TOKEN" in told[0] and TOKEN not in told[0]
+        assert sum("refuses" in str(r) for r in cycle.file_lines()) == 1
+        assert sum("refuses" in str(c.body) for c in slack.calls_to("webhook")) == 1
+
+
+def test_smtp_550_raises_the_meta_alert_on_slack(world):
+    with slack_server() as slack:
+        cycle = world(slack.url, slack.webhook_url())
+        cycle.smtp.fail_next(550)
+        report, delivery = cycle.run()
+        assert delivery.failed == 1
+        told = [
+            c.body["text"]
+            for c in slack.calls_to("chat.postMessage")
+            if "refuses" in c.body["text"]
+        ]
+        assert len(told) == 1 and "mail" in told[0] and "SMTP 550" in told[0]
+
+
+def test_an_explicit_run_retries_what_our_backoff_held_but_not_a_retry_after(world, clock):
+    with slack_server() as slack:
+        slack.fail("chat.postMessage", status=500)
+        cycle = world(slack.url, slack.webhook_url())
+        report, delivery = cycle.run()
+        assert delivery.pending == 1
+        # The daemon honours the backoff: nothing is tried before it ends.
+        report, delivery = cycle.run()
+        assert delivery.pending == 1 and len(slack.calls_to("chat.postMessage")) == 1
+        # An explicit run does not wait for it.
+        report, delivery = cycle.run(retry=True)
+        assert delivery.sent == 1 and delivery.pending == 0
+
+        cycle.store.enqueue([Message("ops", "slack", "meta", {"text": "held"})], clock())  # type: ignore[arg-type]
+        slack.fail("chat.postMessage", status=429, retry_after=600)
+        cycle.run(retry=True)
+        cycle.run(retry=True)  # Slack asked for 10 minutes: an explicit run waits too
+        assert len(cycle.store.pending()) == 1
+        clock.advance(minutes=11)
+        report, delivery = cycle.run(retry=True)
+        assert delivery.pending == 0
+
+
+def test_check_once_after_a_slack_outage_sends_the_held_message_at_once(tmp_path):
+    from datetime import timedelta
+
+    from click.testing import CliRunner
+
+    from flowbot.cli import cli
+    from flowbot.sim.payloads import make_flow, make_run
+    from flowbot.sim.scenario import Scenario
+    from flowbot.sim.server import Simulator
+
+    now = datetime.now(UTC)
+    scenario = Scenario(now=now)
+    scenario.put_flow(make_flow("f-crm", name="crm-daily"))
+    scenario.put_run(
+        make_run("f-crm", status="failed", started_at=now - timedelta(minutes=20),
+                 completed_at=now - timedelta(minutes=15))
+    )  # fmt: skip
+    (tmp_path / "rules.yaml").write_text(
+        "sandboxes: [prod]\nchannels:\n  ops: {slack: '#data-ops'}\n"
+        "defaults:\n  channels: [ops]\n"
+        "rules:\n  - {name: run-failed, type: status, status: [failed]}\n"
+    )
+    with Simulator(scenario, port=0) as sim, slack_server() as slack:
+        env = {
+            **sim.environment(),
+            "FLOWBOT_RULES": str(tmp_path / "rules.yaml"),
+            "FLOWBOT_DB": str(tmp_path / "flowbot.db"),
+            "SLACK_BOT_TOKEN": TOKEN,
+            "FLOWBOT_SLACK_API_URL": slack.url,
+        }
+        slack.fail("chat.postMessage", status=503)
+        down = CliRunner().invoke(cli, ["check", "--once"], env=env)
+        assert down.exit_code == 1 and "0 sent, 0 failed, 1 pending" in down.output
+        back = CliRunner().invoke(cli, ["check", "--once"], env=env)
+        assert back.exit_code == 0, back.output
+        assert "1 sent, 0 failed, 0 pending" in back.output
+        assert len(slack.calls_to("chat.postMessage")) == 2
+        assert "Traceback" not in down.output + back.output

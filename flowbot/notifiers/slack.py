@@ -43,7 +43,7 @@ UPDATE_GIVE_UP = frozenset(
     {"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"}
 )
 HINTS = {
-    "invalid_auth": "the bot token is not valid: set SLACK_BOT_TOKEN to the bot's xoxb- token",
+    "invalid_auth": "the bot token is not valid: set SLACK_BOT_TOKEN to the bot user's OAuth token",
     "not_authed": "no bot token was sent: set SLACK_BOT_TOKEN",
     "token_revoked": "the bot token was revoked: install the app again and set SLACK_BOT_TOKEN",
     "account_inactive": "the bot token belongs to a deactivated user or app",
