@@ -115,7 +115,7 @@ def test_a_slack_answer_trickled_a_byte_every_two_seconds_is_cut_at_the_deadline
         error = send_fails(slack(server.url, deadline=DEADLINE))
         took = time.monotonic() - started
     assert not error.permanent and "DeadlineExceeded" in str(error)
-    assert took < DEADLINE + 1.0
+    assert took < DEADLINE + 2.5
 
 
 def test_a_webhook_that_never_answers_is_cut_at_the_deadline():
@@ -123,7 +123,7 @@ def test_a_webhook_that_never_answers_is_cut_at_the_deadline():
         started = time.monotonic()
         error = send_fails(webhook(server.webhook_url()), "webhook")
         took = time.monotonic() - started
-    assert not error.permanent and took < DEADLINE + 1.0
+    assert not error.permanent and took < DEADLINE + 2.5
 
 
 def test_a_slack_answer_larger_than_the_limit_is_refused():
@@ -147,7 +147,7 @@ def test_an_smtp_server_that_stalls_mid_dialogue_is_cut_at_the_deadline():
             took = time.monotonic() - started
         assert server.requests == 1
         assert not error.permanent and "within 1s" in str(error), server_options
-        assert took < DEADLINE + 1.0
+        assert took < DEADLINE + 2.5
 
 
 # ---------------------------------------------------------------- garbage answers

@@ -35,7 +35,7 @@ class _BoundedSMTP(smtplib.SMTP):
 
     def __init__(self, deadline: Deadline) -> None:
         self.deadline = deadline
-        super().__init__(timeout=deadline.seconds)
+        super().__init__(timeout=deadline.socket_timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # type: ignore[override]
         return self.deadline.register(super()._get_socket(host, port, timeout))

@@ -13,6 +13,7 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,10 +34,12 @@ class AnswerTooLarge(OSError):
 
 class Deadline:
     """Shuts down the registered sockets `seconds` after it starts (see the module doc).
-    Use as a context manager; `expired` says whether it fired."""
+    Use as a context manager; `expired` says whether it fired. `socket_timeout` is what
+    each socket read may take: a little longer, so that the watchdog speaks first."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.socket_timeout = seconds + 1.0
         self.expired = False
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
@@ -91,11 +94,13 @@ class Answer:
 @contextmanager
 def bounded(seconds: float) -> Iterator[Deadline]:
     """A Deadline that also turns the error of a socket it cut into DeadlineExceeded."""
+    started = time.monotonic()
     with Deadline(seconds) as deadline:
         try:
             yield deadline
         except (OSError, http.client.HTTPException) as exc:
-            if deadline.expired and not isinstance(exc, DeadlineExceeded):
+            late = deadline.expired or time.monotonic() - started >= seconds
+            if late and not isinstance(exc, DeadlineExceeded):
                 raise DeadlineExceeded(f"no complete answer within {seconds:g}s") from None
             raise
 
@@ -119,10 +124,15 @@ def post(
         conn: Any
         if parts.scheme == "https":
             conn = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=deadline, context=ssl.create_default_context()
+                parts.hostname,
+                parts.port,
+                timeout=watch.socket_timeout,
+                context=ssl.create_default_context(),
             )
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=deadline)
+            conn = http.client.HTTPConnection(
+                parts.hostname, parts.port, timeout=watch.socket_timeout
+            )
         connect = conn._create_connection
         conn._create_connection = lambda *a, **kw: watch.register(connect(*a, **kw))
         try:
