@@ -278,7 +278,7 @@ def check(once: bool, verbose: bool, rules_file: str | None, db: str | None) -> 
 
     settings, ruleset = _load(rules_file, db, level=20 if verbose else 40)
     deps = build_deps(settings, ruleset)
-    reports, delivery = run_once(deps)
+    reports, delivery = run_once(deps, retry=True)  # an explicit run retries held messages
     for r in reports:
         if r.ok:
             click.echo(

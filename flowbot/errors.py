@@ -38,15 +38,23 @@ class FlowAPIError(FlowbotError):
 class NotifyError(FlowbotError):
     """A message could not be delivered. Only non-permanent errors are retried.
 
-    `retry_after` (seconds), when the channel said how long to wait.
+    `retry_after` (seconds), when the channel said how long to wait. `problem`, on a
+    permanent error, names a refusal of the channel itself that only the operator can
+    fix ("invalid_auth", "not_in_channel", "SMTP 550"): it raises the meta-alert.
     """
 
     def __init__(
-        self, message: str, *, permanent: bool = False, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        problem: str | None = None,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.problem = problem
 
 
 class StoreError(FlowbotError):

@@ -29,7 +29,7 @@ from typing import Any
 from flowbot import alerts
 from flowbot.errors import FlowAPIError, StoreError
 from flowbot.models import Flow, Message, Notice, Run
-from flowbot.outbox import Delivery, deliver
+from flowbot.outbox import Delivery, Monitoring, deliver
 from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
 
@@ -253,11 +253,12 @@ def _message(
     return Message(channel, kind, item.event, body, alert_id, group)
 
 
-def meta_messages(ruleset: Any, text: str) -> list[Message]:
+def meta_messages(ruleset: Any, text: str, channels: Sequence[str] | None = None) -> list[Message]:
+    """A message about flowbot itself for each monitoring channel (or each of `channels`)."""
     from flowbot.render import render_meta
 
     out = []
-    for name in ruleset.monitoring.channels:
+    for name in ruleset.monitoring.channels if channels is None else channels:
         channel = ruleset.channels[name]
         out.append(Message(name, channel.kind, "meta", render_meta(text, channel.kind)))
     return out
@@ -403,20 +404,30 @@ def _fail(deps: Deps, mark: Watermark, now: datetime, report: CycleReport, error
         )  # fmt: skip
 
 
-def run_once(deps: Deps) -> tuple[list[CycleReport], Delivery]:
-    """One cycle for every sandbox, then drain the outbox."""
+def run_once(deps: Deps, *, retry: bool = False) -> tuple[list[CycleReport], Delivery]:
+    """One cycle for every sandbox, then drain the outbox (`retry`: see `send`)."""
     reports = [run_cycle(deps, sandbox) for sandbox in deps.ruleset.sandboxes]
-    return reports, send(deps)
+    return reports, send(deps, retry=retry)
 
 
-def send(deps: Deps) -> Delivery:
-    """Drain the outbox with the deps' notifiers (the send stage of every cycle)."""
+def send(deps: Deps, *, retry: bool = False) -> Delivery:
+    """Drain the outbox with the deps' notifiers (the send stage of every cycle).
+    `retry`: an operator asked for this drain (`check --once`), so messages waiting
+    only for flowbot's own backoff go now; a channel's Retry-After still holds."""
+    ruleset = deps.ruleset
+    monitoring = Monitoring(
+        channels=tuple(ruleset.monitoring.channels),
+        every=tuple(ruleset.channels),
+        messages=lambda text, names: meta_messages(ruleset, text, names),
+    )
     return deliver(
         deps.store,
         deps.notifiers,
         deps.clock,
         secrets=deps.settings.secrets(),
         budget=deps.send_budget,
+        retry=retry,
+        monitoring=monitoring,
         step=deps.step,
     )
 

@@ -62,7 +62,7 @@ class Failure:
     method: str | None  # None: any method
     status: int = 200
     error: str | None = None
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # a str is sent as is ("inf", "1e12", …)
 
 
 @dataclass
@@ -82,7 +82,7 @@ class SlackServer:
         *,
         status: int = 200,
         error: str | None = None,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         times: int = 1,
     ) -> None:
         """Answer the next `times` calls of `method` (any when None) with an error:
@@ -115,7 +115,8 @@ class SlackServer:
             if failure is not None:
                 headers = {"Content-Type": "application/json"}
                 if failure.retry_after is not None:
-                    headers["Retry-After"] = f"{failure.retry_after:g}"
+                    value = failure.retry_after
+                    headers["Retry-After"] = value if isinstance(value, str) else f"{value:g}"
                 if method == "webhook":
                     return (
                         failure.status,

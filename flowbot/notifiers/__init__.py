@@ -1,7 +1,8 @@
 """Channels that deliver rendered messages: a `Notifier` per channel, built by kind.
 
-Each kind lives in its own module and is the only importer of its library (slack.py:
-slack_sdk, email.py: smtplib). `send` returns a reference to what it posted, which
+Each kind lives in its own module and is the only importer of its library (email.py:
+smtplib); slack.py speaks to the Web API and webhooks through exchange.py, which bounds
+every exchange in time and size. `send` returns a reference to what it posted, which
 the caller stores and hands back as `thread` for the alert's later messages, and
 raises NotifyError: `permanent` errors are not retried, others may be (after
 `retry_after` seconds when the channel said so).

@@ -1,33 +1,39 @@
-"""Slack: the Web API with a bot token, and incoming webhooks. The only slack_sdk importer.
+"""Slack: the Web API with a bot token, and incoming webhooks.
 
 Bot channels post with `chat.postMessage` (Block Kit plus a plain fallback); a message
 with a thread goes into the first message's thread, and a resolution also rewrites the
 first message with `chat.update`. Webhooks post a new message each time.
 
-Each channel is paced to about one message a second; a 429 becomes a transient
-NotifyError carrying `retry_after` (never a sleep of minutes here). slack_sdk's own
-retry handlers are off: the outbox decides when to try again. Errors name the channel
-and Slack's error code, never the token or the webhook URL.
+Every call is one bounded exchange (notifiers/exchange.py): at most `deadline` seconds
+(20) from connect to the last byte, at most `max_bytes` (1 MiB) of answer. Each channel
+is paced to about one message a second; a 429 becomes a transient NotifyError carrying
+`retry_after` from a strictly parsed Retry-After, at most 15 minutes (an unusable one
+leaves the outbox's own backoff). Nothing is retried here: the outbox decides when to
+try again. Any answer (HTML, garbage, a 200 with ok:false, a cut connection) becomes a
+NotifyError; errors name the channel and Slack's error code, never the token or the
+webhook URL. A refusal that only the operator can fix (a bad token, a channel the bot
+cannot post to) carries `problem`, which the outbox turns into a meta-alert.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.web import WebClient
-from slack_sdk.webhook import WebhookClient
-
 from flowbot.errors import NotifyError
 from flowbot.models import Message
+from flowbot.notifiers.exchange import DEADLINE, MAX_ANSWER, Answer, post
+from flowbot.retry_after import parse_retry_after
 from flowbot.settings import Settings
 
 log = logging.getLogger("flowbot.notify.slack")
 
-TIMEOUT = 10  # seconds, every call
 PACE = 1.0  # seconds between two calls on one channel
+MAX_RETRY_AFTER = 900.0  # seconds: a longer Retry-After is cut to this
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
@@ -37,15 +43,24 @@ UPDATE_GIVE_UP = frozenset(
     {"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"}
 )
 HINTS = {
-    "invalid_auth": "the bot token is not valid (SLACK_BOT_TOKEN)",
-    "not_authed": "no bot token was sent (SLACK_BOT_TOKEN)",
-    "token_revoked": "the bot token was revoked (SLACK_BOT_TOKEN)",
+    "invalid_auth": "the bot token is not valid: set SLACK_BOT_TOKEN to the bot user's OAuth token",
+    "not_authed": "no bot token was sent: set SLACK_BOT_TOKEN",
+    "token_revoked": "the bot token was revoked: install the app again and set SLACK_BOT_TOKEN",
     "account_inactive": "the bot token belongs to a deactivated user or app",
-    "channel_not_found": "no such channel, or the bot cannot see it",
-    "not_in_channel": "the bot is not a member of the channel: invite it",
-    "is_archived": "the channel is archived",
-    "missing_scope": "the bot token lacks the chat:write scope",
+    "channel_not_found": "no such channel, or the bot cannot see it: check the channel "
+    "name in rules.yaml, and invite the bot if the channel is private",
+    "not_in_channel": "the bot is not a member of the channel: invite the bot to {channel}",
+    "is_archived": "the channel is archived: unarchive it or change rules.yaml",
+    "missing_scope": "the bot token lacks the chat:write scope: add it and reinstall the app",
 }
+# Refusals of the channel itself (not of one message): the operator must act.
+REFUSALS = frozenset(HINTS)
+WEBHOOK_REFUSALS = {
+    403: "the webhook was refused (revoked or not allowed): create a new one",
+    404: "the webhook does not exist: create a new one and update rules.yaml",
+    410: "the webhook's channel is gone: create a new webhook",
+}
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,60}")
 
 
 class Pacer:
@@ -67,39 +82,58 @@ class Pacer:
         self.last = self.clock()
 
 
-def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
-    for key, value in (headers or {}).items():
-        if key.lower() == "retry-after":
-            raw = value[0] if isinstance(value, list) else value
-            try:
-                return max(float(raw), 0.0)
-            except (TypeError, ValueError):
-                return None
-    return None
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The answer's Retry-After in seconds, None when missing or unusable."""
+    return parse_retry_after(headers.get("retry-after"), maximum=MAX_RETRY_AFTER)
 
 
-def api_error(channel: str, method: str, exc: SlackApiError) -> NotifyError:
-    """A SlackApiError as a NotifyError: 429 and 5xx and Slack's own outages
-    transient, every other refusal permanent."""
-    status = getattr(exc.response, "status_code", 200)
-    data = exc.response.data if isinstance(exc.response.data, dict) else {}
-    code = str(data.get("error") or f"HTTP {status}")
-    if status == 429 or code == "ratelimited":
-        retry = _retry_after(exc.response.headers) or 1.0
-        return NotifyError(
-            f"slack channel {channel}: {method} rate limited, retry after {retry:g}s",
-            retry_after=retry,
-        )
-    hint = HINTS.get(code)
-    text = f"slack channel {channel}: {method} failed: {code}" + (f" ({hint})" if hint else "")
-    transient = status >= 500 or code in TRANSIENT_ERRORS or code.startswith("Received a response")
-    return NotifyError(text, permanent=not transient)
+def error_code(raw: Any) -> str:
+    """An error code from an answer, or "unreadable_answer": untrusted text never goes
+    further than a short token of letters, digits and `_.-`."""
+    text = str(raw).strip() if raw is not None else ""
+    return text if _CODE.fullmatch(text) else "unreadable_answer"
 
 
-def client_error(channel: str, method: str, exc: Exception) -> NotifyError:
-    """Connection errors and timeouts: transient, named by type only (the text of some
-    of them quotes the URL)."""
-    return NotifyError(f"slack channel {channel}: {method} failed: {type(exc).__name__}")
+def _ref(raw: Any) -> str:
+    """A channel id or ts from an answer, "" when it is not one."""
+    text = str(raw) if isinstance(raw, str | int | float) else ""
+    return text if _CODE.fullmatch(text) else ""
+
+
+def rate_limited(what: str, answer: Answer) -> NotifyError:
+    retry = retry_after(answer.headers)
+    when = f"retry after {retry:g}s" if retry is not None else "retrying with backoff"
+    return NotifyError(f"{what} rate limited, {when}", retry_after=retry)
+
+
+def api_answer(channel: str, target: str, method: str, answer: Answer) -> dict[str, Any]:
+    """The JSON of a Web API answer with ok:true, or a NotifyError: 429 and 5xx, Slack's
+    own outages and unreadable answers transient, every other refusal permanent."""
+    what = f"slack channel {channel}: {method}"
+    if answer.status == 429:
+        raise rate_limited(what, answer)
+    try:
+        data = json.loads(answer.body) if answer.body else None
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise NotifyError(f"{what} failed: HTTP {answer.status}, an answer that is not Slack's")
+    if answer.status == 200 and data.get("ok") is True:
+        return data
+    code = error_code(data.get("error")) if data.get("error") else f"HTTP {answer.status}"
+    if code == "ratelimited":
+        raise rate_limited(what, answer)
+    hint = HINTS.get(code, "").format(channel=target)
+    text = f"{what} failed: {code}" + (f" ({hint})" if hint else "")
+    if answer.status >= 500 or code in TRANSIENT_ERRORS:
+        raise NotifyError(text)
+    raise NotifyError(text, permanent=True, problem=code if code in REFUSALS else None)
+
+
+def client_error(what: str, exc: Exception) -> NotifyError:
+    """Connection errors, cut answers and deadlines: transient, named by type only (the
+    text of some of them quotes the URL)."""
+    return NotifyError(f"{what} failed: {type(exc).__name__}")
 
 
 class SlackNotifier:
@@ -113,18 +147,16 @@ class SlackNotifier:
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
+        deadline: float = DEADLINE,
+        max_bytes: int = MAX_ANSWER,
     ) -> None:
         self.name = name
         self.channel = channel
         self.pacer = Pacer(clock, sleep)
-        token = settings.slack_bot_token.get()
-        self.client = (
-            WebClient(
-                token=token, base_url=settings.slack_api_url, timeout=TIMEOUT, retry_handlers=[]
-            )
-            if token
-            else None
-        )
+        self.token = settings.slack_bot_token.get()
+        self.base_url = settings.slack_api_url.rstrip("/") + "/"
+        self.deadline = deadline
+        self.max_bytes = max_bytes
 
     def send(self, message: Message, thread: Mapping[str, str] | None) -> dict[str, str]:
         """Post the message (into `thread` when given; a resolution with a thread also
@@ -135,52 +167,60 @@ class SlackNotifier:
         kwargs: dict[str, Any] = {
             "channel": thread["channel"] if thread else self.channel,
             "text": body.get("text", ""),
-            "blocks": body.get("blocks") or None,
             "unfurl_links": False,
             "unfurl_media": False,
         }
+        if body.get("blocks"):
+            kwargs["blocks"] = body["blocks"]
         if thread:
             kwargs["thread_ts"] = thread["ts"]
         data = self._call("chat.postMessage", kwargs)
         return {
-            "channel": str(data.get("channel", kwargs["channel"])),
-            "ts": str(data.get("ts", "")),
+            "channel": _ref(data.get("channel")) or str(kwargs["channel"]),
+            "ts": _ref(data.get("ts")),
         }
 
     def _update(self, thread: Mapping[str, str], update: Mapping[str, Any]) -> None:
         """Rewrite the first message. Done before the reply so that a retry after a
         failed reply repeats only this idempotent call."""
+        kwargs: dict[str, Any] = {
+            "channel": thread["channel"],
+            "ts": thread["ts"],
+            "text": update.get("text", ""),
+        }
+        if update.get("blocks"):
+            kwargs["blocks"] = update["blocks"]
         try:
-            self._call(
-                "chat.update",
-                {
-                    "channel": thread["channel"],
-                    "ts": thread["ts"],
-                    "text": update.get("text", ""),
-                    "blocks": update.get("blocks") or None,
-                },
-            )
+            self._call("chat.update", kwargs)
         except NotifyError as exc:
             if not exc.permanent:
                 raise
             log.warning("%s; the resolution is posted in the thread anyway", exc)
 
     def _call(self, method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.client is None:
+        if not self.token:
             raise NotifyError(
-                f"slack channel {self.name}: SLACK_BOT_TOKEN is not set", permanent=True
+                f"slack channel {self.name}: SLACK_BOT_TOKEN is not set",
+                permanent=True,
+                problem="no_token",
             )
         self.pacer.wait()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Authorization": f"Bearer {self.token}",
+        }
+        body = json.dumps(kwargs, ensure_ascii=False).encode("utf-8")
         try:
-            if method == "chat.update":
-                response = self.client.chat_update(**kwargs)
-            else:
-                response = self.client.chat_postMessage(**kwargs)
-        except SlackApiError as exc:
-            raise api_error(self.name, method, exc) from None
-        except (SlackClientError, OSError, ValueError) as exc:
-            raise client_error(self.name, method, exc) from None
-        return dict(response.data) if isinstance(response.data, dict) else {}
+            answer = post(
+                self.base_url + method,
+                body,
+                headers,
+                deadline=self.deadline,
+                max_bytes=self.max_bytes,
+            )
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise client_error(f"slack channel {self.name}: {method}", exc) from None
+        return api_answer(self.name, self.channel, method, answer)
 
 
 class WebhookNotifier:
@@ -194,30 +234,44 @@ class WebhookNotifier:
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
+        deadline: float = DEADLINE,
+        max_bytes: int = MAX_ANSWER,
     ) -> None:
         self.name = name
+        self.url = url
         self.pacer = Pacer(clock, sleep)
-        self.client = WebhookClient(url, timeout=TIMEOUT, retry_handlers=[])
+        self.deadline = deadline
+        self.max_bytes = max_bytes
 
     def send(self, message: Message, thread: Mapping[str, str] | None) -> None:
         """POST {"text", "blocks"}; returns None (webhooks have no threads)."""
+        what = f"slack webhook {self.name}"
+        payload: dict[str, Any] = {"text": message.body.get("text", "")}
+        if message.body.get("blocks"):
+            payload["blocks"] = message.body["blocks"]
         self.pacer.wait()
         try:
-            response = self.client.send(
-                text=message.body.get("text", ""), blocks=message.body.get("blocks") or None
+            answer = post(
+                self.url,
+                json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+                {"Content-Type": "application/json; charset=utf-8"},
+                deadline=self.deadline,
+                max_bytes=self.max_bytes,
             )
-        except (SlackClientError, OSError, ValueError) as exc:
-            raise client_error(self.name, "webhook", exc) from None
-        status = response.status_code
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise client_error(what, exc) from None
+        status = answer.status
         if status == 200:
             return None
-        code = (response.body or "").strip()[:80] or f"HTTP {status}"
         if status == 429:
-            retry = _retry_after(response.headers) or 1.0
-            raise NotifyError(
-                f"slack webhook {self.name}: rate limited, retry after {retry:g}s",
-                retry_after=retry,
-            )
-        raise NotifyError(
-            f"slack webhook {self.name}: failed: HTTP {status} {code}", permanent=status < 500
-        )
+            raise rate_limited(what, answer)
+        code = error_code(answer.body.decode("utf-8", "replace")[:80])
+        if code == "unreadable_answer":
+            code = f"HTTP {status}"
+        else:
+            code = f"HTTP {status} {code}"
+        hint = WEBHOOK_REFUSALS.get(status)
+        text = f"{what}: failed: {code}" + (f" ({hint})" if hint else "")
+        if status >= 500 or status < 400:
+            raise NotifyError(text)
+        raise NotifyError(text, permanent=True, problem=f"HTTP {status}" if hint else None)

@@ -3,6 +3,23 @@ names or writes SQL): `database.Store` with its intent-named methods, `schema` (
 migrations) and `rows` (the values rows become)."""
 
 from flowbot.store.database import Store
-from flowbot.store.rows import AlertRow, OutboxRow, Silence, Watermark, from_ms, to_ms
+from flowbot.store.rows import (
+    AlertRow,
+    ChannelProblem,
+    OutboxRow,
+    Silence,
+    Watermark,
+    from_ms,
+    to_ms,
+)
 
-__all__ = ["AlertRow", "OutboxRow", "Silence", "Store", "Watermark", "from_ms", "to_ms"]
+__all__ = [
+    "AlertRow",
+    "ChannelProblem",
+    "OutboxRow",
+    "Silence",
+    "Store",
+    "Watermark",
+    "from_ms",
+    "to_ms",
+]

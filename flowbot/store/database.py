@@ -24,6 +24,7 @@ from flowbot.store.bounds import bound_raw, clip, sqlite_int
 from flowbot.store.rows import (
     LIGHT_COLUMNS,
     AlertRow,
+    ChannelProblem,
     OutboxRow,
     Silence,
     Watermark,
@@ -595,11 +596,21 @@ class Store:
                 (to_ms(now), json.dumps(dict(ref)) if ref else None, message_id),
             )
 
-    def mark_retry(self, message_id: int, error: str, next_attempt: datetime) -> None:
+    def mark_retry(
+        self,
+        message_id: int,
+        error: str,
+        next_attempt: datetime,
+        *,
+        held_until: datetime | None = None,
+    ) -> None:
+        """Defer a message to `next_attempt`. `held_until`: the channel itself asked to
+        wait (Retry-After) until then; None: the wait is flowbot's own backoff."""
         with self.guard():
             self.db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, error = ?, next_attempt = ? WHERE id = ?",
-                (error, to_ms(next_attempt), message_id),
+                "UPDATE outbox SET attempts = attempts + 1, error = ?, next_attempt = ?, "
+                "held_until = ? WHERE id = ?",
+                (error, to_ms(next_attempt), to_ms(held_until), message_id),
             )
 
     def mark_failed(self, message_id: int, error: str) -> None:
@@ -632,6 +643,37 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [outbox_from_row(r) for r in self._rows(sql, params)]
+
+    def channel_problem(self, channel: str) -> ChannelProblem | None:
+        """The refusal of `channel` already announced, if any."""
+        rows = self._rows("SELECT * FROM channel_problems WHERE channel = ?", (channel,))
+        if not rows:
+            return None
+        r = rows[0]
+        return ChannelProblem(
+            channel=r["channel"],
+            problem=r["problem"],
+            error=r["error"],
+            since=from_ms(r["since"]),  # type: ignore[arg-type]
+            announced_to=tuple(json.loads(r["announced_to"])),
+        )
+
+    def set_channel_problem(self, problem: ChannelProblem) -> None:
+        with self.guard():
+            self.db.execute(
+                "INSERT OR REPLACE INTO channel_problems VALUES (?, ?, ?, ?, ?)",
+                (
+                    problem.channel,
+                    problem.problem,
+                    problem.error,
+                    to_ms(problem.since),
+                    json.dumps(list(problem.announced_to)),
+                ),
+            )
+
+    def clear_channel_problem(self, channel: str) -> None:
+        with self.guard():
+            self.db.execute("DELETE FROM channel_problems WHERE channel = ?", (channel,))
 
     def outbox_counts(self) -> dict[str, int]:
         rows = self._rows("SELECT state, count(*) AS n FROM outbox GROUP BY state")

@@ -73,6 +73,18 @@ class OutboxRow:
     state: str
     error: str | None
     sent: datetime | None
+    held_until: datetime | None = None  # the channel's Retry-After holds it until then
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelProblem:
+    """A channel's refusal (an operator must act), announced on `announced_to`."""
+
+    channel: str
+    problem: str
+    error: str | None
+    since: datetime
+    announced_to: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,4 +171,5 @@ def outbox_from_row(r: Mapping[str, Any]) -> OutboxRow:
         state=r["state"],
         error=r["error"],
         sent=from_ms(r["sent"]),
+        held_until=from_ms(r.get("held_until")),
     )

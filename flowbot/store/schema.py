@@ -76,4 +76,21 @@ def m002_grouped_messages(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX message_alerts_alert ON message_alerts(alert_id)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_grouped_messages]
+def m003_channel_delivery_state(db: sqlite_utils.Database) -> None:
+    """What a channel said about its messages, kept across restarts: until when its
+    Retry-After holds a deferred message (NULL: the deferral is flowbot's own backoff,
+    which an explicit `check --once` may override), and the refusal of each channel
+    already announced by a meta-alert (so that a restart does not announce it again)."""
+    db.execute("ALTER TABLE outbox ADD COLUMN held_until INTEGER")
+    db.execute(
+        """CREATE TABLE channel_problems (
+            channel TEXT PRIMARY KEY, problem TEXT NOT NULL, error TEXT,
+            since INTEGER NOT NULL, announced_to TEXT NOT NULL)"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    m001_initial,
+    m002_grouped_messages,
+    m003_channel_delivery_state,
+]
