@@ -217,13 +217,26 @@ db_option = click.option(
 @friendly_errors
 def check(once: bool, verbose: bool, rules_file: str | None, db: str | None) -> None:
     """Run one cycle now: read, evaluate, alert, send. Exit 1 if anything is undelivered
-    or the API could not be read, 2 on bad configuration. The summary says what went
+    or the API could not be read, 2 on bad configuration or while `flowbot run` watches
+    the same database (the daemon sends; two senders would post twice). The summary says what went
     wrong in one line; --verbose shows the retries and each message as well."""
+    from flowbot.dblock import AlreadyRunning, acquire_lock
     from flowbot.pipeline import build_deps, run_once
 
     settings, ruleset = _load(rules_file, db, level=20 if verbose else 40)
-    deps = build_deps(settings, ruleset)
-    reports, delivery = run_once(deps)
+    try:  # one sender per database: a running daemon sends, check does not
+        lock = acquire_lock(settings.db, "check")
+    except AlreadyRunning as exc:
+        click.echo(f"flowbot: {exc}", err=True)
+        sys.exit(2)
+    try:
+        deps = build_deps(settings, ruleset)
+        try:
+            reports, delivery = run_once(deps)
+        finally:
+            deps.store.close()
+    finally:
+        lock.close()
     for r in reports:
         if r.ok:
             click.echo(

@@ -18,7 +18,6 @@ jump coalesce into one catch-up cycle.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -30,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from apscheduler.schedulers.base import BaseScheduler
@@ -38,6 +37,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from flowbot import pipeline
+from flowbot.dblock import AlreadyRunning, acquire_lock
 from flowbot.errors import ConfigError, FlowbotError
 from flowbot.health import HealthServer, readiness
 from flowbot.metrics import Metrics
@@ -45,15 +45,13 @@ from flowbot.outbox import Delivery
 from flowbot.pipeline import CycleReport, Deps
 from flowbot.settings import Settings, redact
 
+__all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve", "summary_line"]
+
 log = logging.getLogger("flowbot.daemon")
 
 STOP_TIMEOUT = 30.0  # seconds a stop waits for the cycle in flight
 WATCH_EVERY = 2.0  # seconds between looks at the rules file and templates
 HEARTBEAT_TIMEOUT = 5.0
-
-
-class AlreadyRunning(FlowbotError):
-    """Another `flowbot run` holds the lock of this database."""
 
 
 # ------------------------------------------------------------------ deciding
@@ -132,29 +130,6 @@ def check_templates(settings: Settings, ruleset: Any) -> None:
 
 
 # ------------------------------------------------------------------ talking to the world
-
-
-def acquire_lock(db: str) -> IO[str]:
-    """Hold an exclusive flock on `<db>.lock` for as long as the file stays open.
-    Raises AlreadyRunning when another process holds it."""
-    path = Path(db + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
-        handle.close()
-        raise AlreadyRunning(
-            f"another flowbot run (pid {holder}) is already using {db}; "
-            "stop it first (two daemons on one database would send every alert twice)"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
 
 
 def ping(url: str, timeout: float = HEARTBEAT_TIMEOUT) -> None:
