@@ -66,20 +66,11 @@ def rules_check(file: str | None) -> None:
     Every problem names the file, line, column and key. Exit 0 when valid, 2 when not.
     """
     import os
-    import pathlib
 
-    from flowbot.errors import ConfigError
-    from flowbot.render import check_templates
-    from flowbot.rules import load_rules
+    from flowbot.validate import validate
 
     path = file or os.environ.get("FLOWBOT_RULES") or "rules.yaml"
-    ruleset = load_rules(path)
-    override = os.environ.get("FLOWBOT_TEMPLATES")
-    directories = {ruleset.templates or (pathlib.Path(override) if override else None)}
-    directories |= {rule.template for rule in ruleset.rules if rule.template}
-    problems = [p for d in sorted(directories, key=str) for p in check_templates(d)]
-    if problems:
-        raise ConfigError(f"{len(problems)} template problem(s): {problems[0]}", problems)
+    ruleset = validate(path, os.environ.get("FLOWBOT_TEMPLATES"))
     sandboxes = ", ".join(ruleset.sandboxes)
     click.echo(f"{path}: {len(ruleset.rules)} rules, sandboxes {sandboxes}")
     for rule in ruleset.rules:
@@ -392,9 +383,9 @@ NOTIFY_EVENTS = click.Choice(["firing", "repeat", "resolved", "grouped"])
 
 
 def _templates_dir(settings: Any, ruleset: Any) -> Any:
-    from pathlib import Path
+    from flowbot.validate import templates_dir
 
-    return ruleset.templates or (Path(settings.templates) if settings.templates else None)
+    return templates_dir(ruleset, settings.templates)
 
 
 @notify.command("test")

@@ -18,6 +18,7 @@ jump coalesce into one catch-up cycle.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -44,6 +45,7 @@ from flowbot.metrics import Metrics
 from flowbot.outbox import Delivery
 from flowbot.pipeline import CycleReport, Deps
 from flowbot.settings import Settings, redact
+from flowbot.validate import check_templates, template_folders, validate
 
 __all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve", "summary_line"]
 
@@ -103,30 +105,16 @@ def fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-def templates_dir(settings: Settings, ruleset: Any) -> Path | None:
-    """The templates that override the defaults (rules.yaml first, then the env)."""
-    if ruleset.templates:
-        return Path(ruleset.templates)
-    return Path(settings.templates) if settings.templates else None
-
-
-def validate(settings: Settings, path: str) -> Any:
-    """Load the rules at `path` and check their templates, as `rules check` does.
-    Raises ConfigError listing every problem."""
-    from flowbot.rules import load_rules
-
-    ruleset = load_rules(path)
-    check_templates(settings, ruleset)
-    return ruleset
-
-
-def check_templates(settings: Settings, ruleset: Any) -> None:
-    """Raise ConfigError listing every problem of the templates the rules will use."""
-    from flowbot.render import check_templates as problems_of
-
-    problems = problems_of(templates_dir(settings, ruleset))
-    if problems:
-        raise ConfigError(f"{len(problems)} template problems", problems=problems)
+def rejection_key(path: str, problems: list[str]) -> str:
+    """What identifies a rejected rules change: the file's bytes (or their absence)
+    and the problems found. The same key again is not announced again."""
+    digest = hashlib.sha256()
+    try:
+        digest.update(Path(path).read_bytes())
+    except OSError as exc:
+        digest.update(f"unreadable: {type(exc).__name__}".encode())
+    digest.update("\n".join(problems).encode("utf-8", "replace"))
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ talking to the world
@@ -176,6 +164,9 @@ class Daemon:
         self.stopping = False
         self._cycle_lock = threading.Lock()  # one cycle (and one outbox drain) at a time
         self._reload_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._reload_queued = False
+        self._rejected: str | None = None  # key of the last rejected change announced
         self._seen = fingerprint(self._watched(ruleset))
 
     @property
@@ -280,9 +271,8 @@ class Daemon:
     # -------------------------------------------------------------- reload
 
     def _watched(self, ruleset: Any) -> list[Path]:
-        paths = [Path(self.settings.rules)]
-        extra = templates_dir(self.settings, ruleset)
-        return paths + ([extra] if extra else [])
+        """The rules file and every template folder the rules use (per-rule included)."""
+        return [Path(self.settings.rules), *template_folders(ruleset, self.settings.templates)]
 
     def watch(self) -> None:
         """The mtime poll: reload when the rules file or the templates changed."""
@@ -291,40 +281,67 @@ class Daemon:
         if fingerprint(self._watched(self.ruleset)) != self._seen:
             self.reload("rules or templates changed on disk")
 
+    def request_reload(self, reason: str) -> None:
+        """Reload in the background (a signal handler must not block). Requests that
+        arrive while one waits for its turn join it: a storm of SIGHUPs costs at most
+        the reload running and one more."""
+        with self._queue_lock:
+            if self._reload_queued:
+                return
+            self._reload_queued = True
+        threading.Thread(target=self._queued_reload, args=(reason,), daemon=True).start()
+
+    def _queued_reload(self, reason: str) -> None:
+        with self._reload_lock:
+            with self._queue_lock:
+                self._reload_queued = False
+            self._reload(reason)
+
     def reload(self, reason: str) -> bool:
         """Validate the rules file and, when good, run it from the next cycle on.
         A bad file is logged and announced; the last good rules keep running."""
         with self._reload_lock:
-            self._seen = fingerprint(self._watched(self.ruleset))
-            try:
-                ruleset = validate(self.settings, self.settings.rules)
-            except ConfigError as exc:
-                self._reject(exc)
-                return False
-            from flowbot.notifiers import build_notifiers
+            return self._reload(reason)
 
-            old = self.ruleset
-            notifiers = build_notifiers(ruleset.channels, self.settings, now=self.deps.clock)
-            with self._cycle_lock:
-                self.deps = replace(self.deps, ruleset=ruleset, notifiers=notifiers)
-            self._seen = fingerprint(self._watched(ruleset))
-            for sandbox in set(old.sandboxes) - set(ruleset.sandboxes):
-                self.last_ok.pop(sandbox, None)
-            if (old.poll_every, old.sandboxes) != (ruleset.poll_every, ruleset.sandboxes):
-                self.schedule()
-            log.info(
-                "rules reloaded (%s): %d rules, sandboxes %s, every %ss",
-                reason,
-                len(ruleset.rules),
-                ", ".join(ruleset.sandboxes),
-                int(ruleset.poll_every.total_seconds()),
-            )
-            for warning in ruleset.warnings:
-                log.warning("rules: %s", warning)
-            return True
+    def _reload(self, reason: str) -> bool:
+        self._seen = fingerprint(self._watched(self.ruleset))
+        try:
+            ruleset = validate(self.settings.rules, self.settings.templates)
+        except ConfigError as exc:
+            self._reject(exc)
+            return False
+        self._rejected = None
+        from flowbot.notifiers import build_notifiers
+
+        old = self.ruleset
+        notifiers = build_notifiers(ruleset.channels, self.settings, now=self.deps.clock)
+        with self._cycle_lock:
+            self.deps = replace(self.deps, ruleset=ruleset, notifiers=notifiers)
+        self._seen = fingerprint(self._watched(ruleset))
+        for sandbox in set(old.sandboxes) - set(ruleset.sandboxes):
+            self.last_ok.pop(sandbox, None)
+        if (old.poll_every, old.sandboxes) != (ruleset.poll_every, ruleset.sandboxes):
+            self.schedule()
+        log.info(
+            "rules reloaded (%s): %d rules, sandboxes %s, every %ss",
+            reason,
+            len(ruleset.rules),
+            ", ".join(ruleset.sandboxes),
+            int(ruleset.poll_every.total_seconds()),
+        )
+        for warning in ruleset.warnings:
+            log.warning("rules: %s", warning)
+        return True
 
     def _reject(self, exc: ConfigError) -> None:
-        problems = exc.problems
+        """Log and announce a rejected change once per distinct file and problems; a
+        storm of reloads of the same bad file (SIGHUP in a loop) stays quiet."""
+        problems = exc.problems or [str(exc)]
+        key = rejection_key(self.settings.rules, problems)
+        if key == self._rejected:
+            log.debug("rules reload rejected again (unchanged): %s", exc)
+            return
+        self._rejected = key
         log.error(
             "rules reload rejected, the previous rules keep running: %s%s",
             exc,
@@ -374,7 +391,7 @@ def _on_signal(daemon: Daemon) -> None:
         threading.Thread(target=daemon.request_stop, args=(signum,), daemon=True).start()
 
     def hup(_signum: int, _frame: Any) -> None:
-        threading.Thread(target=daemon.reload, args=("SIGHUP",), daemon=True).start()
+        daemon.request_reload("SIGHUP")
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -386,7 +403,7 @@ def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOU
     stop, 1 when the cycle in flight did not finish within `stop_timeout`.
 
     Raises AlreadyRunning (another daemon holds the database) and ConfigError."""
-    check_templates(settings, ruleset)
+    check_templates(ruleset, settings.templates)
     lock = acquire_lock(settings.db)
     _route_scheduler_logs()
     deps = pipeline.build_deps(settings, ruleset)

@@ -24,6 +24,7 @@ from flowbot.models import Flow, Message, Run
 from flowbot.outbox import Delivery, deliver
 from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
+from flowbot.validate import templates_dir
 
 log = logging.getLogger("flowbot.cycle")
 
@@ -182,9 +183,7 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         )
         alert_ids = _apply(store, sandbox, changes, now, report)
         outgoing = alerts.plan(changes, ruleset.group_at)
-        templates = ruleset.templates or (
-            Path(deps.settings.templates) if deps.settings.templates else None
-        )
+        templates = templates_dir(ruleset, deps.settings.templates)
         messages = route(outgoing, ruleset, alert_ids, templates)
         if mark.degraded_announced:
             messages += meta_messages(

@@ -371,7 +371,7 @@ def test_a_reload_reschedules_on_new_sandboxes_and_rejects_a_broken_template(tmp
         assert jobs["cycle:dev"].trigger.interval == timedelta(seconds=2)
 
         (tmp_path / "tpl" / "slack").mkdir(parents=True)
-        (tmp_path / "tpl" / "slack" / "firing.j2").write_text("{{ alert.flow.name }")
+        (tmp_path / "tpl" / "slack" / "firing.j2").write_text("{{ flow.name }")
         (tmp_path / "rules.yaml").write_text(RULES + "templates: tpl\n")
         assert bot.reload("test") is False  # a template syntax error: rejected
         assert bot.ruleset.sandboxes == ("prod", "dev") and bot.ruleset.templates is None
@@ -381,3 +381,67 @@ def test_a_reload_reschedules_on_new_sandboxes_and_rejects_a_broken_template(tmp
         assert len(bot.deps.store.pending("ops")) == 1
     finally:
         bot.deps.store.close()
+
+
+# ------------------------------------------------------------------ one check, reload storms
+
+OWN_FOLDER_RULE = RULES + "    template: own\n"
+
+
+def test_reload_refuses_a_broken_rule_folder_and_an_edit_there_is_watched(tmp_path, sim):
+    (tmp_path / "own" / "slack").mkdir(parents=True)
+    good = tmp_path / "own" / "slack" / "firing.md.j2"
+    good.write_text("# {{ flow.name }}\n")
+    bot = in_process(tmp_path, sim, OWN_FOLDER_RULE, Clock(NOW))
+    try:
+        assert bot.ruleset.rules[0].template == tmp_path / "own"
+        good.write_text("{{ flow.name }\n")  # the watcher sees the rule's folder
+        bot.watch()
+        [notice] = bot.deps.store.pending("ops")
+        assert "own/slack/firing.md.j2:1" in notice.body["text"]
+        good.write_text("# {{ flow.name }} again\n")
+        before = bot.deps
+        bot.watch()
+        assert bot.deps is not before  # reloaded with the fixed template
+    finally:
+        bot.deps.store.close()
+
+
+def test_a_reload_storm_announces_each_distinct_rejected_file_once(tmp_path, sim, logged):
+    bot = in_process(tmp_path, sim, RULES, Clock(NOW))
+    try:
+        (tmp_path / "rules.yaml").unlink()
+        with logged.at_level("ERROR", logger="flowbot"):
+            for _ in range(200):
+                assert bot.reload("SIGHUP") is False
+        assert len(bot.deps.store.pending("ops")) == 1
+        rejected = {id(r) for r in logged.records if "reload rejected" in r.getMessage()}
+        assert len(rejected) == 1  # (a record may reach caplog twice: through two loggers)
+        (tmp_path / "rules.yaml").write_text(RULES + "    treshold: 5\n")
+        for _ in range(200):
+            bot.reload("SIGHUP")
+        assert len(bot.deps.store.pending("ops")) == 2  # new content: announced once more
+        (tmp_path / "rules.yaml").write_text(RULES)
+        assert bot.reload("SIGHUP") is True
+        (tmp_path / "rules.yaml").unlink()
+        bot.reload("SIGHUP")  # bad again after a good file: announced again
+        assert len(bot.deps.store.pending("ops")) == 3
+    finally:
+        bot.deps.store.close()
+
+
+def test_200_sighups_with_the_rules_file_deleted_send_one_notice(tmp_path, sim):
+    with Running(tmp_path, sim, RULES) as bot:
+        bot.wait_cycles(1)
+        bot.rules.unlink()
+        for _ in range(200):
+            bot.signal(signal.SIGHUP)
+        wait_until(lambda: bot.events("ops.jsonl"), what="the rejection notice")
+        bot.wait_cycles(1)  # any further notice would have been sent by now
+        for _ in range(50):
+            bot.signal(signal.SIGHUP)
+        bot.wait_cycles(2)
+        notices = [e["text"] for e in bot.events("ops.jsonl")]
+        assert len(notices) == 1 and "rejected" in notices[0]
+        assert bot.log().count("rules reload rejected") == 1
+        assert bot.stop() == 0
