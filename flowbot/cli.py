@@ -491,20 +491,29 @@ def demo() -> None:
 @cli.command()
 @rules_option
 @db_option
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(0, 3600),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM, wait this long for the cycle in flight, then exit 0 without it.",
+)
 @friendly_errors
-def run(rules_file: str | None, db: str | None) -> None:
+def run(rules_file: str | None, db: str | None, stop_timeout: float) -> None:
     """Run the daemon: a cycle every poll_every per sandbox until SIGTERM or Ctrl-C.
 
     SIGHUP (or an edit of the rules file or templates) reloads the rules; a bad edit is
     rejected and the previous rules keep running. With FLOWBOT_HTTP_PORT set it serves
-    /healthz, /readyz and /metrics. Exit 0 after a clean stop, 2 on bad configuration
-    or when another `flowbot run` uses the same database.
+    /healthz, /readyz and /metrics. Exit 0 after a stop (a cycle still running after
+    --stop-timeout is abandoned: what it had not committed is read again at the next
+    start), 2 on bad configuration or when another `flowbot run` uses the same database.
     """
     from flowbot.daemon import AlreadyRunning, serve
 
     settings, ruleset = _load(rules_file, db)
     try:
-        code = serve(settings, ruleset)
+        code = serve(settings, ruleset, stop_timeout=stop_timeout)
     except AlreadyRunning as exc:
         click.echo(f"flowbot: {exc}", err=True)
         sys.exit(2)

@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -131,6 +132,48 @@ def ping(url: str, timeout: float = HEARTBEAT_TIMEOUT) -> None:
         log.warning("heartbeat to %s failed: %s", host, str(reason).replace(url, host))
 
 
+def identity(db: str) -> tuple[int, int] | None:
+    """(device, inode) of the database file; None for ':memory:' or no file."""
+    if db == ":memory:":
+        return None
+    try:
+        st = os.stat(db)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def database_change(db: str, opened: tuple[int, int] | None) -> str | None:
+    """Why the file at `db` is no longer the database opened as `opened`, or None."""
+    if opened is None:
+        return None
+    now = identity(db)
+    if now == opened:
+        return None
+    what = "deleted" if now is None else "replaced by another file"
+    return (
+        f"database {db} was {what} while flowbot run was using it; cycles stop here "
+        "(nothing is recreated, so no alert is sent twice): restore the file, or restart "
+        "flowbot run to begin again with an empty database"
+    )
+
+
+def _describe(exc: BaseException, settings: Settings) -> str:
+    """One line for an exception: its text for our own errors; for anything else its
+    type, text and where it was raised (file:line), cut to 300 characters, redacted."""
+    if isinstance(exc, FlowbotError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            text += f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})"
+    text = " ".join(text.split())
+    if len(text) > 300:
+        text = text[:299] + "…"
+    return redact(text, settings.secrets())
+
+
 def _stats(client: Any) -> tuple[dict[Any, int], int]:
     stats = getattr(client, "stats", None)
     if stats is None:
@@ -162,6 +205,9 @@ class Daemon:
         self.metrics = Metrics()
         self.last_ok: dict[str, datetime] = {}
         self.stopping = False
+        self.in_flight: str | None = None  # the sandbox whose cycle runs now
+        self.database_problem: str | None = None
+        self._db_identity = identity(settings.db)
         self._cycle_lock = threading.Lock()  # one cycle (and one outbox drain) at a time
         self._reload_lock = threading.Lock()
         self._queue_lock = threading.Lock()
@@ -202,25 +248,47 @@ class Daemon:
             )
 
     def cycle(self, sandbox: str) -> CycleReport | None:
-        """One cycle of `sandbox` and a drain of the outbox; never raises."""
+        """One cycle of `sandbox` and a drain of the outbox; never raises.
+
+        Any exception of a stage fails this cycle only: one line, counted, recorded
+        (so the meta-alert follows after `monitoring.after`), and the outbox is drained
+        all the same, so the meta-alert does not wait for the failing stage to heal."""
         with self._cycle_lock:
             if self.stopping:
                 return None
+            if self._database_lost(sandbox):
+                return None
             deps = self.deps
             started = time.monotonic()
+            self.in_flight = sandbox
+            report: CycleReport | None = None
+            client: Any = None
+            before: tuple[dict[Any, int], int] = ({}, 0)
             try:
                 client = deps.client_for(sandbox)
                 before = _stats(client)
                 report = pipeline.run_cycle(deps, sandbox)
-                delivery = pipeline.send(deps)
-                self._count(sandbox, client, before, report, delivery)
-            except FlowbotError as exc:
-                self._crashed(deps, sandbox, str(exc), started)
-                return None
             except Exception as exc:  # the one broad catch: no cycle may stop the daemon
-                log.exception("cycle for sandbox %s crashed", sandbox)
-                self._crashed(deps, sandbox, f"{type(exc).__name__}: {exc}", started)
+                self._crashed(deps, sandbox, exc, started, "cycle")
+            try:
+                delivery = pipeline.send(deps)
+            except Exception as exc:  # the send stage failing must not end the daemon
+                if report is not None:
+                    self._crashed(deps, sandbox, exc, started, "send")
+                else:
+                    log.error(
+                        "cycle %s: the outbox could not be drained: %s",
+                        sandbox,
+                        _describe(exc, self.settings),
+                    )
+                    self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
+                report = None
+                delivery = Delivery()
+            finally:
+                self.in_flight = None
+            if report is None:
                 return None
+            self._count(sandbox, client, before, report, delivery)
         log.info(summary_line(report, delivery))
         if report.ok:
             self.last_ok[sandbox] = deps.clock()
@@ -256,17 +324,63 @@ class Daemon:
         if report.ok:
             m.set("flowbot_last_success_timestamp_seconds", time.time(), sandbox=sandbox)
 
-    def _crashed(self, deps: Deps, sandbox: str, error: str, started: float) -> None:
-        """A cycle that raised counts as a failed cycle, meta-alert included."""
-        error = redact(error, self.settings.secrets())
+    def _crashed(
+        self, deps: Deps, sandbox: str, exc: Exception, started: float, stage: str
+    ) -> None:
+        """A stage that raised: one line, counted as a failed cycle, recorded like an
+        API failure (the meta-alert follows). The traceback goes to the debug log."""
+        error = _describe(exc, self.settings)
+        log.debug("cycle %s: %s stage raised", sandbox, stage, exc_info=exc)
         seconds = time.monotonic() - started
-        log.error("cycle %s: FAILED (%s); %.2fs", sandbox, error, seconds)
         self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
         self.metrics.observe("flowbot_cycle_duration_seconds", seconds, sandbox=sandbox)
+        unrecorded = ""
         try:
             pipeline.record_failure(deps, sandbox, error)
-        except FlowbotError as exc:
-            log.error("cycle %s: the failure could not be recorded: %s", sandbox, exc)
+        except Exception as again:  # the store itself may be what fails (disk full)
+            unrecorded = "; not recorded either" + (
+                "" if str(again) in error else f": {_describe(again, self.settings)}"
+            )
+        log.error(
+            "cycle %s: FAILED in the %s stage (%s)%s; %.2fs",
+            sandbox,
+            stage,
+            error,
+            unrecorded,
+            seconds,
+        )
+
+    def _database_lost(self, sandbox: str) -> bool:
+        """True (and the cycle is skipped) once the database file was deleted or
+        replaced under the daemon. Noticed at the first cycle after it happens: one
+        line, /readyz not ready, and a meta-alert through the connection still open
+        (the old file lives on while it is open). Nothing is recreated: a new, empty
+        database would forget every alert and send them all again."""
+        if self.database_problem is None:
+            self.database_problem = database_change(self.settings.db, self._db_identity)
+            if self.database_problem is None:
+                return False
+            log.error("%s", self.database_problem)
+            self._announce_directly(f"flowbot: {self.database_problem}")
+        self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
+        return True
+
+    def _announce_directly(self, text: str) -> None:
+        """Send a meta-alert straight to the monitoring channels, not through the
+        outbox: for when the database itself cannot be trusted (writing through the old
+        connection could touch a file that is no longer ours)."""
+        for message in pipeline.meta_messages(self.ruleset, text):
+            notifier = self.deps.notifiers.get(message.channel)
+            try:
+                if notifier is None:
+                    raise LookupError(f"no notifier for channel {message.channel}")
+                notifier.send(message, None)
+            except Exception as exc:  # one channel's trouble stays its own
+                log.error(
+                    "the meta-alert could not be sent to %s: %s",
+                    message.channel,
+                    _describe(exc, self.settings),
+                )
 
     # -------------------------------------------------------------- reload
 
@@ -364,6 +478,8 @@ class Daemon:
     # -------------------------------------------------------------- health
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
+        if self.database_problem is not None:
+            return False, {"status": "not ready", "database": self.database_problem}
         ruleset = self.ruleset
         return readiness(self.last_ok, ruleset.sandboxes, ruleset.poll_every, self.deps.clock())
 
@@ -399,8 +515,9 @@ def _on_signal(daemon: Daemon) -> None:
 
 
 def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOUT) -> int:
-    """Run the daemon until SIGTERM/SIGINT. Returns the exit code: 0 after a clean
-    stop, 1 when the cycle in flight did not finish within `stop_timeout`.
+    """Run the daemon until SIGTERM/SIGINT. Returns 0 after a stop. A cycle still in
+    flight after `stop_timeout` seconds is abandoned (the process exits 0 at once):
+    what it had not committed is read again at the next start.
 
     Raises AlreadyRunning (another daemon holds the database) and ConfigError."""
     check_templates(ruleset, settings.templates)
@@ -432,9 +549,18 @@ def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOU
         if not daemon.stopping:
             daemon.scheduler.start()
         if not daemon.wait_idle(stop_timeout):
-            log.error("the cycle in flight did not finish within %ss; exiting", stop_timeout)
+            # Exiting mid-cycle loses nothing: a cycle commits its reads, alerts and
+            # queued messages in one transaction (not committed: read again at the next
+            # start), and the outbox marks each message sent as soon as it is.
+            log.warning(
+                "flowbot run: stopped without waiting for the cycle of %s in flight "
+                "(still running after %ss); what it had not committed is read again "
+                "at the next start",
+                daemon.in_flight or "?",
+                stop_timeout,
+            )
             logging.shutdown()
-            os._exit(1)  # the executor's threads would otherwise hold the process
+            os._exit(0)  # the scheduler's worker thread would otherwise hold the process
         log.info("flowbot run: stopped")
         return 0
     finally:
