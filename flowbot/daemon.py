@@ -2,29 +2,32 @@
 APScheduler).
 
     serve(settings, ruleset)
-      ├── lock        <db>.lock (flock): one daemon per database
+      ├── lock        <db>.lock (flock, dblock.py): one sender per database
       ├── deps        pipeline.build_deps: store, clients, notifiers
       ├── scheduler   BlockingScheduler (UTC): one `cycle:<sandbox>` job per sandbox
-      │               every poll_every, and a `watch` job polling rules/templates mtimes
+      │               every poll_every, and a `watch` job polling the mtimes of the
+      │               rules file and every template folder (validate.py)
       ├── health      /healthz /readyz /metrics when FLOWBOT_HTTP_PORT is set
-      └── signals     SIGTERM/SIGINT: finish the cycle in flight, exit 0; SIGHUP: reload
+      └── signals     SIGTERM/SIGINT: finish the cycle in flight (at most stop_timeout,
+                      then exit 0 without it); SIGHUP: reload (storms coalesce)
 
 A cycle is `pipeline.run_cycle` then `pipeline.send`: the very code of `check --once`.
 Cycles hold one lock (the SQLite connection is shared, and two sandboxes must never
 drain the outbox at once), so they never overlap; a job still running when it is due
 again is skipped (`max_instances=1`), and missed runs after a suspended host or a clock
-jump coalesce into one catch-up cycle.
+jump coalesce into one catch-up cycle. A cycle never raises: a failing stage fails that
+cycle in one line, and the outbox is drained all the same. Before each cycle the
+database file is checked to still be the one opened; once deleted or replaced, cycles
+stop and /readyz says why.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
 import threading
 import time
-import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -39,13 +42,20 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from flowbot import pipeline
+from flowbot.daemon_checks import (
+    database_change,
+    describe,
+    fingerprint,
+    identity,
+    rejection_key,
+)
 from flowbot.dblock import AlreadyRunning, acquire_lock
 from flowbot.errors import ConfigError, FlowbotError
 from flowbot.health import HealthServer, readiness
 from flowbot.metrics import Metrics
 from flowbot.outbox import Delivery
 from flowbot.pipeline import CycleReport, Deps
-from flowbot.settings import Settings, redact
+from flowbot.settings import Settings
 from flowbot.validate import check_templates, template_folders, validate
 
 __all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve", "summary_line"]
@@ -91,33 +101,6 @@ def summary_line(report: CycleReport, delivery: Delivery | None) -> str:
     )
 
 
-def fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
-    """(path, mtime_ns, size) of each file, and of every file under each directory."""
-    out: list[tuple[str, int, int]] = []
-    for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for each in files:
-            try:
-                st = each.stat()
-            except OSError:
-                out.append((str(each), -1, -1))
-                continue
-            out.append((str(each), st.st_mtime_ns, st.st_size))
-    return tuple(out)
-
-
-def rejection_key(path: str, problems: list[str]) -> str:
-    """What identifies a rejected rules change: the file's bytes (or their absence)
-    and the problems found. The same key again is not announced again."""
-    digest = hashlib.sha256()
-    try:
-        digest.update(Path(path).read_bytes())
-    except OSError as exc:
-        digest.update(f"unreadable: {type(exc).__name__}".encode())
-    digest.update("\n".join(problems).encode("utf-8", "replace"))
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------ talking to the world
 
 
@@ -130,48 +113,6 @@ def ping(url: str, timeout: float = HEARTBEAT_TIMEOUT) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         log.warning("heartbeat to %s failed: %s", host, str(reason).replace(url, host))
-
-
-def identity(db: str) -> tuple[int, int] | None:
-    """(device, inode) of the database file; None for ':memory:' or no file."""
-    if db == ":memory:":
-        return None
-    try:
-        st = os.stat(db)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def database_change(db: str, opened: tuple[int, int] | None) -> str | None:
-    """Why the file at `db` is no longer the database opened as `opened`, or None."""
-    if opened is None:
-        return None
-    now = identity(db)
-    if now == opened:
-        return None
-    what = "deleted" if now is None else "replaced by another file"
-    return (
-        f"database {db} was {what} while flowbot run was using it; cycles stop here "
-        "(nothing is recreated, so no alert is sent twice): restore the file, or restart "
-        "flowbot run to begin again with an empty database"
-    )
-
-
-def _describe(exc: BaseException, settings: Settings) -> str:
-    """One line for an exception: its text for our own errors; for anything else its
-    type, text and where it was raised (file:line), cut to 300 characters, redacted."""
-    if isinstance(exc, FlowbotError):
-        text = str(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-        frames = traceback.extract_tb(exc.__traceback__)
-        if frames:
-            text += f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})"
-    text = " ".join(text.split())
-    if len(text) > 300:
-        text = text[:299] + "…"
-    return redact(text, settings.secrets())
 
 
 def _stats(client: Any) -> tuple[dict[Any, int], int]:
@@ -279,7 +220,7 @@ class Daemon:
                     log.error(
                         "cycle %s: the outbox could not be drained: %s",
                         sandbox,
-                        _describe(exc, self.settings),
+                        describe(exc, self.settings.secrets()),
                     )
                     self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
                 report = None
@@ -329,7 +270,7 @@ class Daemon:
     ) -> None:
         """A stage that raised: one line, counted as a failed cycle, recorded like an
         API failure (the meta-alert follows). The traceback goes to the debug log."""
-        error = _describe(exc, self.settings)
+        error = describe(exc, self.settings.secrets())
         log.debug("cycle %s: %s stage raised", sandbox, stage, exc_info=exc)
         seconds = time.monotonic() - started
         self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
@@ -339,7 +280,7 @@ class Daemon:
             pipeline.record_failure(deps, sandbox, error)
         except Exception as again:  # the store itself may be what fails (disk full)
             unrecorded = "; not recorded either" + (
-                "" if str(again) in error else f": {_describe(again, self.settings)}"
+                "" if str(again) in error else f": {describe(again, self.settings.secrets())}"
             )
         log.error(
             "cycle %s: FAILED in the %s stage (%s)%s; %.2fs",
@@ -379,7 +320,7 @@ class Daemon:
                 log.error(
                     "the meta-alert could not be sent to %s: %s",
                     message.channel,
-                    _describe(exc, self.settings),
+                    describe(exc, self.settings.secrets()),
                 )
 
     # -------------------------------------------------------------- reload
