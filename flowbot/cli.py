@@ -113,20 +113,11 @@ def rules_check(file: str | None) -> None:
     Every problem names the file, line, column and key. Exit 0 when valid, 2 when not.
     """
     import os
-    import pathlib
 
-    from flowbot.errors import ConfigError
-    from flowbot.render import check_templates
-    from flowbot.rules import load_rules
+    from flowbot.validate import validate
 
     path = file or os.environ.get("FLOWBOT_RULES") or "rules.yaml"
-    ruleset = load_rules(path)
-    override = os.environ.get("FLOWBOT_TEMPLATES")
-    directories = {ruleset.templates or (pathlib.Path(override) if override else None)}
-    directories |= {rule.template for rule in ruleset.rules if rule.template}
-    problems = [p for d in sorted(directories, key=str) for p in check_templates(d)]
-    if problems:
-        raise ConfigError(f"{len(problems)} template problem(s): {problems[0]}", problems)
+    ruleset = validate(path, os.environ.get("FLOWBOT_TEMPLATES"))
     sandboxes = ", ".join(ruleset.sandboxes)
     click.echo(f"{path}: {len(ruleset.rules)} rules, sandboxes {sandboxes}")
     for rule in ruleset.rules:
@@ -272,13 +263,26 @@ db_option = click.option(
 @friendly_errors
 def check(once: bool, verbose: bool, rules_file: str | None, db: str | None) -> None:
     """Run one cycle now: read, evaluate, alert, send. Exit 1 if anything is undelivered
-    or the API could not be read, 2 on bad configuration. The summary says what went
+    or the API could not be read, 2 on bad configuration or while `flowbot run` watches
+    the same database (the daemon sends; two senders would post twice). The summary says what went
     wrong in one line; --verbose shows the retries and each message as well."""
+    from flowbot.dblock import AlreadyRunning, acquire_lock
     from flowbot.pipeline import build_deps, run_once
 
     settings, ruleset = _load(rules_file, db, level=20 if verbose else 40)
-    deps = build_deps(settings, ruleset)
-    reports, delivery = run_once(deps, retry=True)  # an explicit run retries held messages
+    try:  # one sender per database: a running daemon sends, check does not
+        lock = acquire_lock(settings.db, "check")
+    except AlreadyRunning as exc:
+        click.echo(f"flowbot: {exc}", err=True)
+        sys.exit(2)
+    try:
+        deps = build_deps(settings, ruleset)
+        try:
+            reports, delivery = run_once(deps, retry=True)  # an explicit run retries
+        finally:
+            deps.store.close()
+    finally:
+        lock.close()
     for r in reports:
         if r.ok:
             click.echo(
@@ -480,9 +484,9 @@ NOTIFY_EVENTS = click.Choice(["firing", "repeat", "resolved", "grouped"])
 
 
 def _templates_dir(settings: Any, ruleset: Any) -> Any:
-    from pathlib import Path
+    from flowbot.validate import templates_dir
 
-    return ruleset.templates or (Path(settings.templates) if settings.templates else None)
+    return templates_dir(ruleset, settings.templates)
 
 
 @notify.command("test")
@@ -588,20 +592,29 @@ def demo() -> None:
 @cli.command()
 @rules_option
 @db_option
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(0, 3600),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM, wait this long for the cycle in flight, then exit 0 without it.",
+)
 @friendly_errors
-def run(rules_file: str | None, db: str | None) -> None:
+def run(rules_file: str | None, db: str | None, stop_timeout: float) -> None:
     """Run the daemon: a cycle every poll_every per sandbox until SIGTERM or Ctrl-C.
 
     SIGHUP (or an edit of the rules file or templates) reloads the rules; a bad edit is
     rejected and the previous rules keep running. With FLOWBOT_HTTP_PORT set it serves
-    /healthz, /readyz and /metrics. Exit 0 after a clean stop, 2 on bad configuration
-    or when another `flowbot run` uses the same database.
+    /healthz, /readyz and /metrics. Exit 0 after a stop (a cycle still running after
+    --stop-timeout is abandoned: what it had not committed is read again at the next
+    start), 2 on bad configuration or when another `flowbot run` uses the same database.
     """
     from flowbot.daemon import AlreadyRunning, serve
 
     settings, ruleset = _load(rules_file, db)
     try:
-        code = serve(settings, ruleset)
+        code = serve(settings, ruleset, stop_timeout=stop_timeout)
     except AlreadyRunning as exc:
         click.echo(f"flowbot: {exc}", err=True)
         sys.exit(2)

@@ -2,23 +2,27 @@
 APScheduler).
 
     serve(settings, ruleset)
-      ├── lock        <db>.lock (flock): one daemon per database
+      ├── lock        <db>.lock (flock, dblock.py): one sender per database
       ├── deps        pipeline.build_deps: store, clients, notifiers
       ├── scheduler   BlockingScheduler (UTC): one `cycle:<sandbox>` job per sandbox
-      │               every poll_every, and a `watch` job polling rules/templates mtimes
+      │               every poll_every, and a `watch` job polling the mtimes of the
+      │               rules file and every template folder (validate.py)
       ├── health      /healthz /readyz /metrics when FLOWBOT_HTTP_PORT is set
-      └── signals     SIGTERM/SIGINT: finish the cycle in flight, exit 0; SIGHUP: reload
+      └── signals     SIGTERM/SIGINT: finish the cycle in flight (at most stop_timeout,
+                      then exit 0 without it); SIGHUP: reload (storms coalesce)
 
 A cycle is `pipeline.run_cycle` then `pipeline.send`: the very code of `check --once`.
 Cycles hold one lock (the SQLite connection is shared, and two sandboxes must never
 drain the outbox at once), so they never overlap; a job still running when it is due
 again is skipped (`max_instances=1`), and missed runs after a suspended host or a clock
-jump coalesce into one catch-up cycle.
+jump coalesce into one catch-up cycle. A cycle never raises: a failing stage fails that
+cycle in one line, and the outbox is drained all the same. Before each cycle the
+database file is checked to still be the one opened; once deleted or replaced, cycles
+stop and /readyz says why.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -30,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from apscheduler.schedulers.base import BaseScheduler
@@ -38,22 +42,29 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from flowbot import pipeline
+from flowbot.daemon_checks import (
+    database_change,
+    describe,
+    fingerprint,
+    identity,
+    rejection_key,
+)
+from flowbot.dblock import AlreadyRunning, acquire_lock
 from flowbot.errors import ConfigError, FlowbotError
 from flowbot.health import HealthServer, readiness
 from flowbot.metrics import Metrics
 from flowbot.outbox import Delivery
 from flowbot.pipeline import CycleReport, Deps
-from flowbot.settings import Settings, redact
+from flowbot.settings import Settings
+from flowbot.validate import check_templates, template_folders, validate
+
+__all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve", "summary_line"]
 
 log = logging.getLogger("flowbot.daemon")
 
 STOP_TIMEOUT = 30.0  # seconds a stop waits for the cycle in flight
 WATCH_EVERY = 2.0  # seconds between looks at the rules file and templates
 HEARTBEAT_TIMEOUT = 5.0
-
-
-class AlreadyRunning(FlowbotError):
-    """Another `flowbot run` holds the lock of this database."""
 
 
 # ------------------------------------------------------------------ deciding
@@ -90,71 +101,7 @@ def summary_line(report: CycleReport, delivery: Delivery | None) -> str:
     )
 
 
-def fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
-    """(path, mtime_ns, size) of each file, and of every file under each directory."""
-    out: list[tuple[str, int, int]] = []
-    for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for each in files:
-            try:
-                st = each.stat()
-            except OSError:
-                out.append((str(each), -1, -1))
-                continue
-            out.append((str(each), st.st_mtime_ns, st.st_size))
-    return tuple(out)
-
-
-def templates_dir(settings: Settings, ruleset: Any) -> Path | None:
-    """The templates that override the defaults (rules.yaml first, then the env)."""
-    if ruleset.templates:
-        return Path(ruleset.templates)
-    return Path(settings.templates) if settings.templates else None
-
-
-def validate(settings: Settings, path: str) -> Any:
-    """Load the rules at `path` and check their templates, as `rules check` does.
-    Raises ConfigError listing every problem."""
-    from flowbot.rules import load_rules
-
-    ruleset = load_rules(path)
-    check_templates(settings, ruleset)
-    return ruleset
-
-
-def check_templates(settings: Settings, ruleset: Any) -> None:
-    """Raise ConfigError listing every problem of the templates the rules will use."""
-    from flowbot.render import check_templates as problems_of
-
-    problems = problems_of(templates_dir(settings, ruleset))
-    if problems:
-        raise ConfigError(f"{len(problems)} template problems", problems=problems)
-
-
 # ------------------------------------------------------------------ talking to the world
-
-
-def acquire_lock(db: str) -> IO[str]:
-    """Hold an exclusive flock on `<db>.lock` for as long as the file stays open.
-    Raises AlreadyRunning when another process holds it."""
-    path = Path(db + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
-        handle.close()
-        raise AlreadyRunning(
-            f"another flowbot run (pid {holder}) is already using {db}; "
-            "stop it first (two daemons on one database would send every alert twice)"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
 
 
 def ping(url: str, timeout: float = HEARTBEAT_TIMEOUT) -> None:
@@ -199,8 +146,14 @@ class Daemon:
         self.metrics = Metrics()
         self.last_ok: dict[str, datetime] = {}
         self.stopping = False
+        self.in_flight: str | None = None  # the sandbox whose cycle runs now
+        self.database_problem: str | None = None
+        self._db_identity = identity(settings.db)
         self._cycle_lock = threading.Lock()  # one cycle (and one outbox drain) at a time
         self._reload_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._reload_queued = False
+        self._rejected: str | None = None  # key of the last rejected change announced
         self._seen = fingerprint(self._watched(ruleset))
 
     @property
@@ -236,25 +189,47 @@ class Daemon:
             )
 
     def cycle(self, sandbox: str) -> CycleReport | None:
-        """One cycle of `sandbox` and a drain of the outbox; never raises."""
+        """One cycle of `sandbox` and a drain of the outbox; never raises.
+
+        Any exception of a stage fails this cycle only: one line, counted, recorded
+        (so the meta-alert follows after `monitoring.after`), and the outbox is drained
+        all the same, so the meta-alert does not wait for the failing stage to heal."""
         with self._cycle_lock:
             if self.stopping:
                 return None
+            if self._database_lost(sandbox):
+                return None
             deps = self.deps
             started = time.monotonic()
+            self.in_flight = sandbox
+            report: CycleReport | None = None
+            client: Any = None
+            before: tuple[dict[Any, int], int] = ({}, 0)
             try:
                 client = deps.client_for(sandbox)
                 before = _stats(client)
                 report = pipeline.run_cycle(deps, sandbox)
-                delivery = pipeline.send(deps)
-                self._count(sandbox, client, before, report, delivery)
-            except FlowbotError as exc:
-                self._crashed(deps, sandbox, str(exc), started)
-                return None
             except Exception as exc:  # the one broad catch: no cycle may stop the daemon
-                log.exception("cycle for sandbox %s crashed", sandbox)
-                self._crashed(deps, sandbox, f"{type(exc).__name__}: {exc}", started)
+                self._crashed(deps, sandbox, exc, started, "cycle")
+            try:
+                delivery = pipeline.send(deps)
+            except Exception as exc:  # the send stage failing must not end the daemon
+                if report is not None:
+                    self._crashed(deps, sandbox, exc, started, "send")
+                else:
+                    log.error(
+                        "cycle %s: the outbox could not be drained: %s",
+                        sandbox,
+                        describe(exc, self.settings.secrets()),
+                    )
+                    self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
+                report = None
+                delivery = Delivery()
+            finally:
+                self.in_flight = None
+            if report is None:
                 return None
+            self._count(sandbox, client, before, report, delivery)
         log.info(summary_line(report, delivery))
         if report.ok:
             self.last_ok[sandbox] = deps.clock()
@@ -292,24 +267,69 @@ class Daemon:
         if report.ok:
             m.set("flowbot_last_success_timestamp_seconds", time.time(), sandbox=sandbox)
 
-    def _crashed(self, deps: Deps, sandbox: str, error: str, started: float) -> None:
-        """A cycle that raised counts as a failed cycle, meta-alert included."""
-        error = redact(error, self.settings.secrets())
+    def _crashed(
+        self, deps: Deps, sandbox: str, exc: Exception, started: float, stage: str
+    ) -> None:
+        """A stage that raised: one line, counted as a failed cycle, recorded like an
+        API failure (the meta-alert follows). The traceback goes to the debug log."""
+        error = describe(exc, self.settings.secrets())
+        log.debug("cycle %s: %s stage raised", sandbox, stage, exc_info=exc)
         seconds = time.monotonic() - started
-        log.error("cycle %s: FAILED (%s); %.2fs", sandbox, error, seconds)
         self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
         self.metrics.observe("flowbot_cycle_duration_seconds", seconds, sandbox=sandbox)
+        unrecorded = ""
         try:
             pipeline.record_failure(deps, sandbox, error)
-        except FlowbotError as exc:
-            log.error("cycle %s: the failure could not be recorded: %s", sandbox, exc)
+        except Exception as again:  # the store itself may be what fails (disk full)
+            unrecorded = "; not recorded either" + (
+                "" if str(again) in error else f": {describe(again, self.settings.secrets())}"
+            )
+        log.error(
+            "cycle %s: FAILED in the %s stage (%s)%s; %.2fs",
+            sandbox,
+            stage,
+            error,
+            unrecorded,
+            seconds,
+        )
+
+    def _database_lost(self, sandbox: str) -> bool:
+        """True (and the cycle is skipped) once the database file was deleted or
+        replaced under the daemon. Noticed at the first cycle after it happens: one
+        line, /readyz not ready, and a meta-alert through the connection still open
+        (the old file lives on while it is open). Nothing is recreated: a new, empty
+        database would forget every alert and send them all again."""
+        if self.database_problem is None:
+            self.database_problem = database_change(self.settings.db, self._db_identity)
+            if self.database_problem is None:
+                return False
+            log.error("%s", self.database_problem)
+            self._announce_directly(f"flowbot: {self.database_problem}")
+        self.metrics.inc("flowbot_cycles_total", sandbox=sandbox, result="error")
+        return True
+
+    def _announce_directly(self, text: str) -> None:
+        """Send a meta-alert straight to the monitoring channels, not through the
+        outbox: for when the database itself cannot be trusted (writing through the old
+        connection could touch a file that is no longer ours)."""
+        for message in pipeline.meta_messages(self.ruleset, text):
+            notifier = self.deps.notifiers.get(message.channel)
+            try:
+                if notifier is None:
+                    raise LookupError(f"no notifier for channel {message.channel}")
+                notifier.send(message, None)
+            except Exception as exc:  # one channel's trouble stays its own
+                log.error(
+                    "the meta-alert could not be sent to %s: %s",
+                    message.channel,
+                    describe(exc, self.settings.secrets()),
+                )
 
     # -------------------------------------------------------------- reload
 
     def _watched(self, ruleset: Any) -> list[Path]:
-        paths = [Path(self.settings.rules)]
-        extra = templates_dir(self.settings, ruleset)
-        return paths + ([extra] if extra else [])
+        """The rules file and every template folder the rules use (per-rule included)."""
+        return [Path(self.settings.rules), *template_folders(ruleset, self.settings.templates)]
 
     def watch(self) -> None:
         """The mtime poll: reload when the rules file or the templates changed."""
@@ -318,40 +338,67 @@ class Daemon:
         if fingerprint(self._watched(self.ruleset)) != self._seen:
             self.reload("rules or templates changed on disk")
 
+    def request_reload(self, reason: str) -> None:
+        """Reload in the background (a signal handler must not block). Requests that
+        arrive while one waits for its turn join it: a storm of SIGHUPs costs at most
+        the reload running and one more."""
+        with self._queue_lock:
+            if self._reload_queued:
+                return
+            self._reload_queued = True
+        threading.Thread(target=self._queued_reload, args=(reason,), daemon=True).start()
+
+    def _queued_reload(self, reason: str) -> None:
+        with self._reload_lock:
+            with self._queue_lock:
+                self._reload_queued = False
+            self._reload(reason)
+
     def reload(self, reason: str) -> bool:
         """Validate the rules file and, when good, run it from the next cycle on.
         A bad file is logged and announced; the last good rules keep running."""
         with self._reload_lock:
-            self._seen = fingerprint(self._watched(self.ruleset))
-            try:
-                ruleset = validate(self.settings, self.settings.rules)
-            except ConfigError as exc:
-                self._reject(exc)
-                return False
-            from flowbot.notifiers import build_notifiers
+            return self._reload(reason)
 
-            old = self.ruleset
-            notifiers = build_notifiers(ruleset.channels, self.settings, now=self.deps.clock)
-            with self._cycle_lock:
-                self.deps = replace(self.deps, ruleset=ruleset, notifiers=notifiers)
-            self._seen = fingerprint(self._watched(ruleset))
-            for sandbox in set(old.sandboxes) - set(ruleset.sandboxes):
-                self.last_ok.pop(sandbox, None)
-            if (old.poll_every, old.sandboxes) != (ruleset.poll_every, ruleset.sandboxes):
-                self.schedule()
-            log.info(
-                "rules reloaded (%s): %d rules, sandboxes %s, every %ss",
-                reason,
-                len(ruleset.rules),
-                ", ".join(ruleset.sandboxes),
-                int(ruleset.poll_every.total_seconds()),
-            )
-            for warning in ruleset.warnings:
-                log.warning("rules: %s", warning)
-            return True
+    def _reload(self, reason: str) -> bool:
+        self._seen = fingerprint(self._watched(self.ruleset))
+        try:
+            ruleset = validate(self.settings.rules, self.settings.templates)
+        except ConfigError as exc:
+            self._reject(exc)
+            return False
+        self._rejected = None
+        from flowbot.notifiers import build_notifiers
+
+        old = self.ruleset
+        notifiers = build_notifiers(ruleset.channels, self.settings, now=self.deps.clock)
+        with self._cycle_lock:
+            self.deps = replace(self.deps, ruleset=ruleset, notifiers=notifiers)
+        self._seen = fingerprint(self._watched(ruleset))
+        for sandbox in set(old.sandboxes) - set(ruleset.sandboxes):
+            self.last_ok.pop(sandbox, None)
+        if (old.poll_every, old.sandboxes) != (ruleset.poll_every, ruleset.sandboxes):
+            self.schedule()
+        log.info(
+            "rules reloaded (%s): %d rules, sandboxes %s, every %ss",
+            reason,
+            len(ruleset.rules),
+            ", ".join(ruleset.sandboxes),
+            int(ruleset.poll_every.total_seconds()),
+        )
+        for warning in ruleset.warnings:
+            log.warning("rules: %s", warning)
+        return True
 
     def _reject(self, exc: ConfigError) -> None:
-        problems = exc.problems
+        """Log and announce a rejected change once per distinct file and problems; a
+        storm of reloads of the same bad file (SIGHUP in a loop) stays quiet."""
+        problems = exc.problems or [str(exc)]
+        key = rejection_key(self.settings.rules, problems)
+        if key == self._rejected:
+            log.debug("rules reload rejected again (unchanged): %s", exc)
+            return
+        self._rejected = key
         log.error(
             "rules reload rejected, the previous rules keep running: %s%s",
             exc,
@@ -374,6 +421,8 @@ class Daemon:
     # -------------------------------------------------------------- health
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
+        if self.database_problem is not None:
+            return False, {"status": "not ready", "database": self.database_problem}
         ruleset = self.ruleset
         return readiness(self.last_ok, ruleset.sandboxes, ruleset.poll_every, self.deps.clock())
 
@@ -401,7 +450,7 @@ def _on_signal(daemon: Daemon) -> None:
         threading.Thread(target=daemon.request_stop, args=(signum,), daemon=True).start()
 
     def hup(_signum: int, _frame: Any) -> None:
-        threading.Thread(target=daemon.reload, args=("SIGHUP",), daemon=True).start()
+        daemon.request_reload("SIGHUP")
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -409,11 +458,12 @@ def _on_signal(daemon: Daemon) -> None:
 
 
 def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOUT) -> int:
-    """Run the daemon until SIGTERM/SIGINT. Returns the exit code: 0 after a clean
-    stop, 1 when the cycle in flight did not finish within `stop_timeout`.
+    """Run the daemon until SIGTERM/SIGINT. Returns 0 after a stop. A cycle still in
+    flight after `stop_timeout` seconds is abandoned (the process exits 0 at once):
+    what it had not committed is read again at the next start.
 
     Raises AlreadyRunning (another daemon holds the database) and ConfigError."""
-    check_templates(settings, ruleset)
+    check_templates(ruleset, settings.templates)
     lock = acquire_lock(settings.db)
     _route_scheduler_logs()
     deps = pipeline.build_deps(settings, ruleset)
@@ -442,9 +492,18 @@ def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOU
         if not daemon.stopping:
             daemon.scheduler.start()
         if not daemon.wait_idle(stop_timeout):
-            log.error("the cycle in flight did not finish within %ss; exiting", stop_timeout)
+            # Exiting mid-cycle loses nothing: a cycle commits its reads, alerts and
+            # queued messages in one transaction (not committed: read again at the next
+            # start), and the outbox marks each message sent as soon as it is.
+            log.warning(
+                "flowbot run: stopped without waiting for the cycle of %s in flight "
+                "(still running after %ss); what it had not committed is read again "
+                "at the next start",
+                daemon.in_flight or "?",
+                stop_timeout,
+            )
             logging.shutdown()
-            os._exit(1)  # the executor's threads would otherwise hold the process
+            os._exit(0)  # the scheduler's worker thread would otherwise hold the process
         log.info("flowbot run: stopped")
         return 0
     finally:

@@ -32,6 +32,7 @@ from flowbot.models import Flow, Message, Notice, Run
 from flowbot.outbox import Delivery, Monitoring, deliver
 from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
+from flowbot.validate import templates_dir
 
 log = logging.getLogger("flowbot.cycle")
 
@@ -351,9 +352,7 @@ def _decide(
         )
         alert_ids = _apply(store, sandbox, changes, now, report)
         outgoing = alerts.plan([c for c in changes if c.key in alert_ids], ruleset.group_at)
-        templates = ruleset.templates or (
-            Path(deps.settings.templates) if deps.settings.templates else None
-        )
+        templates = templates_dir(ruleset, deps.settings.templates)
         origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
         at("route")
         messages = route(

@@ -372,17 +372,18 @@ def render_meta(text: str, kind: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- checks
 
 
-def check_templates(templates_dir: Path | None) -> list[str]:
-    """Problems of the templates in `templates_dir` (the defaults when None), each as
-    "file:line: message": syntax errors, unknown variables, and errors raised when
-    rendering a sample alert. An empty list means every template is fine."""
-    root = templates_dir or DEFAULT_TEMPLATES
+def check_templates(templates_dir: Path | None, rule_template: Path | None = None) -> list[str]:
+    """Problems of the templates in `rule_template` (else `templates_dir`, else the
+    defaults), found through the same folders as `render`, each as "file:line: message":
+    syntax errors, unknown variables, and errors raised when rendering a sample alert.
+    An empty list means every template is fine."""
+    root = rule_template or templates_dir or DEFAULT_TEMPLATES
     problems: list[str] = []
     if not root.is_dir():
         return [f"{root}:0: not a directory"]
     for path in sorted(root.rglob("*.j2")):
         name = path.relative_to(root).as_posix()
-        env = _environment(_dirs(templates_dir, None), name.startswith("slack/"))
+        env = _environment(_dirs(templates_dir, rule_template), name.startswith("slack/"))
         try:
             tree = env.parse(path.read_text(encoding="utf-8"), name, str(path))
         except TemplateSyntaxError as exc:

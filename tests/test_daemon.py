@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -324,13 +325,16 @@ def test_a_crashing_cycle_is_logged_counted_and_raises_the_meta_alert(tmp_path, 
         with logged.at_level("ERROR", logger="flowbot"):
             assert bot.cycle("prod") is None  # did not raise: the daemon lives on
         [crash, *_] = logged.records
-        assert crash.getMessage() == "cycle for sandbox prod crashed"
-        assert crash.exc_info and crash.exc_info[0] is RuntimeError  # with a traceback
+        assert crash.getMessage().startswith(
+            "cycle prod: FAILED in the cycle stage (RuntimeError: a bug in a stage (at "
+        )
+        assert crash.exc_info is None  # one line; the traceback is at DEBUG level
         assert bot.metrics.value("flowbot_cycles_total", sandbox="prod", result="error") == 1
         assert bot.deps.store.watermark("prod").failing_since == NOW
         clock.at = NOW + timedelta(seconds=3)  # past monitoring.after (2s)
         bot.cycle("prod")
-        [meta] = bot.deps.store.pending("ops")
+        [meta] = bot.deps.store.messages(limit=5)  # queued and sent in the same cycle
+        assert meta.state == "sent"
         assert "monitoring degraded for sandbox prod" in meta.body["text"]
         assert "RuntimeError: a bug in a stage" in meta.body["text"]
         assert "prod" not in bot.last_ok
@@ -371,7 +375,7 @@ def test_a_reload_reschedules_on_new_sandboxes_and_rejects_a_broken_template(tmp
         assert jobs["cycle:dev"].trigger.interval == timedelta(seconds=2)
 
         (tmp_path / "tpl" / "slack").mkdir(parents=True)
-        (tmp_path / "tpl" / "slack" / "firing.j2").write_text("{{ alert.flow.name }")
+        (tmp_path / "tpl" / "slack" / "firing.j2").write_text("{{ flow.name }")
         (tmp_path / "rules.yaml").write_text(RULES + "templates: tpl\n")
         assert bot.reload("test") is False  # a template syntax error: rejected
         assert bot.ruleset.sandboxes == ("prod", "dev") and bot.ruleset.templates is None
@@ -381,3 +385,199 @@ def test_a_reload_reschedules_on_new_sandboxes_and_rejects_a_broken_template(tmp
         assert len(bot.deps.store.pending("ops")) == 1
     finally:
         bot.deps.store.close()
+
+
+# ------------------------------------------------------------------ one check, reload storms
+
+OWN_FOLDER_RULE = RULES + "    template: own\n"
+
+
+def test_reload_refuses_a_broken_rule_folder_and_an_edit_there_is_watched(tmp_path, sim):
+    (tmp_path / "own" / "slack").mkdir(parents=True)
+    good = tmp_path / "own" / "slack" / "firing.md.j2"
+    good.write_text("# {{ flow.name }}\n")
+    bot = in_process(tmp_path, sim, OWN_FOLDER_RULE, Clock(NOW))
+    try:
+        assert bot.ruleset.rules[0].template == tmp_path / "own"
+        good.write_text("{{ flow.name }\n")  # the watcher sees the rule's folder
+        bot.watch()
+        [notice] = bot.deps.store.pending("ops")
+        assert "own/slack/firing.md.j2:1" in notice.body["text"]
+        good.write_text("# {{ flow.name }} again\n")
+        before = bot.deps
+        bot.watch()
+        assert bot.deps is not before  # reloaded with the fixed template
+    finally:
+        bot.deps.store.close()
+
+
+def test_a_reload_storm_announces_each_distinct_rejected_file_once(tmp_path, sim, logged):
+    bot = in_process(tmp_path, sim, RULES, Clock(NOW))
+    try:
+        (tmp_path / "rules.yaml").unlink()
+        with logged.at_level("ERROR", logger="flowbot"):
+            for _ in range(200):
+                assert bot.reload("SIGHUP") is False
+        assert len(bot.deps.store.pending("ops")) == 1
+        rejected = {id(r) for r in logged.records if "reload rejected" in r.getMessage()}
+        assert len(rejected) == 1  # (a record may reach caplog twice: through two loggers)
+        (tmp_path / "rules.yaml").write_text(RULES + "    treshold: 5\n")
+        for _ in range(200):
+            bot.reload("SIGHUP")
+        assert len(bot.deps.store.pending("ops")) == 2  # new content: announced once more
+        (tmp_path / "rules.yaml").write_text(RULES)
+        assert bot.reload("SIGHUP") is True
+        (tmp_path / "rules.yaml").unlink()
+        bot.reload("SIGHUP")  # bad again after a good file: announced again
+        assert len(bot.deps.store.pending("ops")) == 3
+    finally:
+        bot.deps.store.close()
+
+
+def test_200_sighups_with_the_rules_file_deleted_send_one_notice(tmp_path, sim):
+    with Running(tmp_path, sim, RULES) as bot:
+        bot.wait_cycles(1)
+        bot.rules.unlink()
+        for _ in range(200):
+            bot.signal(signal.SIGHUP)
+        wait_until(lambda: bot.events("ops.jsonl"), what="the rejection notice")
+        bot.wait_cycles(1)  # any further notice would have been sent by now
+        for _ in range(50):
+            bot.signal(signal.SIGHUP)
+        bot.wait_cycles(2)
+        notices = [e["text"] for e in bot.events("ops.jsonl")]
+        assert len(notices) == 1 and "rejected" in notices[0]
+        assert bot.log().count("rules reload rejected") == 1
+        assert bot.stop() == 0
+
+
+# ------------------------------------------------------------------ isolation and state
+
+
+def test_a_crash_is_one_line_and_the_meta_alert_leaves_in_the_same_cycles(tmp_path, sim, logged):
+    clock = Clock(NOW)
+
+    def broken(sandbox):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    bot = in_process(tmp_path, sim, RULES, clock, client_for=broken)
+    try:
+        with logged.at_level("INFO", logger="flowbot.daemon"):
+            assert bot.cycle("prod") is None
+            clock.at = NOW + timedelta(seconds=3)  # past monitoring.after (2s)
+            assert bot.cycle("prod") is None
+        crashes = {
+            id(r): r for r in logged.records if "FAILED in the cycle stage" in r.getMessage()
+        }
+        assert len(crashes) == 2 and all(r.exc_info is None for r in crashes.values())
+        line = next(iter(crashes.values())).getMessage()
+        assert "RecursionError: maximum recursion depth exceeded (at test_daemon.py:" in line
+        assert "\n" not in line
+        # The outbox was drained although the cycle stage failed: the meta-alert is out.
+        [meta] = bot.deps.store.messages(limit=10)
+        assert meta.channel == "ops" and meta.state == "sent"
+        ops = (tmp_path / "ops.jsonl").read_text()
+        assert "monitoring degraded for sandbox prod" in ops
+        assert bot.metrics.value("flowbot_cycles_total", sandbox="prod", result="error") == 2
+    finally:
+        bot.deps.store.close()
+
+
+def test_a_full_database_is_one_line_loses_nothing_and_recovers(tmp_path, sim, logged):
+    bot = in_process(tmp_path, sim, RULES, Clock(NOW))
+    store = bot.deps.store
+    try:
+        assert bot.cycle("prod").ok
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        store.db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full"
+        for i in range(30):
+            sim.put_run(failed("crm-daily", 5 + i % 5))
+        with logged.at_level("WARNING", logger="flowbot.daemon"):
+            assert bot.cycle("prod") is None
+        [line] = {r.getMessage() for r in logged.records if "FAILED" in r.getMessage()}
+        assert "is full" in line and "tried again when there is room" in line
+        assert fired_in(store) == []
+        store.db.execute("PRAGMA max_page_count = 1073741823")  # room again
+        report = bot.cycle("prod")
+        assert report is not None and report.ok
+        assert fired_in(store) == [("run-failed", "crm-daily")]  # read again, nothing lost
+    finally:
+        store.close()
+
+
+def test_a_read_only_database_is_one_clear_line_and_recovers(tmp_path, sim, logged):
+    bot = in_process(tmp_path, sim, RULES, Clock(NOW))
+    store = bot.deps.store
+    try:
+        store.db.execute("PRAGMA query_only = 1")  # what a read-only folder gives, also as root
+        sim.put_run(failed("crm-daily", 5))
+        with logged.at_level("WARNING", logger="flowbot.daemon"):
+            assert bot.cycle("prod") is None
+        [line] = {r.getMessage() for r in logged.records if "FAILED" in r.getMessage()}
+        assert "cannot be written" in line and "Traceback" not in logged.text
+        store.db.execute("PRAGMA query_only = 0")
+        assert bot.cycle("prod").ok
+        assert fired_in(store) == [("run-failed", "crm-daily")]
+    finally:
+        store.close()
+
+
+def fired_in(store):
+    return [(a.rule, a.flow_name) for a in store.alerts()]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_deleted_or_replaced_is_noticed_within_one_cycle(tmp_path, sim, logged, how):
+    import os
+
+    bot = in_process(tmp_path, sim, RULES, Clock(NOW))
+    try:
+        assert bot.cycle("prod").ok and bot.ready()[0]
+        db = tmp_path / "flowbot.db"
+        if how == "replaced":  # e.g. a backup restored over it
+            other = Store(tmp_path / "backup.db")
+            other.migrate()
+            other.close()
+            os.replace(tmp_path / "backup.db", db)
+        else:
+            os.unlink(db)
+        with logged.at_level("ERROR", logger="flowbot.daemon"):
+            assert bot.cycle("prod") is None
+            assert bot.cycle("prod") is None
+        lines = {r.getMessage() for r in logged.records if str(db) in r.getMessage()}
+        assert len(lines) == 1 and f"was {how}" in lines.pop()
+        ready, body = bot.ready()
+        assert not ready and f"was {how}" in body["database"]
+        [meta] = [json.loads(x) for x in (tmp_path / "ops.jsonl").read_text().splitlines()]
+        assert f"was {how}" in meta["text"]
+        assert not db.exists() or how == "replaced"  # never recreated behind the user's back
+        assert bot.metrics.value("flowbot_cycles_total", sandbox="prod", result="error") == 2
+    finally:
+        bot.deps.store.close()
+
+
+def test_a_deleted_database_turns_readyz_not_ready_in_a_running_daemon(tmp_path, sim):
+    import os
+
+    with Running(tmp_path, sim, RULES, http=True) as bot:
+        bot.wait_cycles(1)
+        wait_until(lambda: bot.get("/readyz")[0] == 200, what="ready")
+        os.unlink(bot.db)
+        wait_until(lambda: bot.get("/readyz")[0] == 503, what="not ready")
+        assert "was deleted" in json.loads(bot.get("/readyz")[2])["database"]
+        assert bot.get("/healthz")[0] == 200
+        assert bot.log().count("was deleted while flowbot run was using it") == 1
+        assert bot.stop() == 0
+    assert not bot.db.exists()
+
+
+def test_sigterm_during_an_endless_fetch_exits_0_within_the_stop_timeout(tmp_path, sim):
+    with Running(tmp_path, sim, RULES, args=("--stop-timeout", "1")) as bot:
+        bot.wait_cycles(1)
+        asked = len(sim.requests)
+        sim.slow_next(50, 30.0)  # every API request now hangs for 30 s
+        wait_until(lambda: len(sim.requests) > asked, timeout=5, what="a hung fetch")
+        started = time.monotonic()
+        assert bot.stop(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    assert "stopped without waiting for the cycle of prod in flight" in bot.log()

@@ -107,6 +107,11 @@ class Store:
             return (
                 f"database {self.path} cannot be written ({text}); check the path and permissions"
             )
+        if "full" in text:
+            return (
+                f"database {self.path} is full ({text}): the disk, or a size limit; "
+                "nothing of this write was kept, it is tried again when there is room"
+            )
         if "not a database" in text or "malformed" in text or "corrupt" in text:
             return f"database {self.path} is corrupt or not a flowbot database ({text})"
         return f"database {self.path}: {text}"
