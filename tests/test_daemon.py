@@ -492,10 +492,12 @@ def test_a_full_database_is_one_line_loses_nothing_and_recovers(tmp_path, sim, l
         store.db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full"
         for i in range(30):
             sim.put_run(failed("crm-daily", 5 + i % 5))
-        with logged.at_level("WARNING", logger="flowbot.daemon"):
-            assert bot.cycle("prod") is None
-        [line] = {r.getMessage() for r in logged.records if "FAILED" in r.getMessage()}
+        with logged.at_level("WARNING", logger="flowbot"):
+            report = bot.cycle("prod")
+        assert report is not None and not report.ok
+        [line] = {r.getMessage() for r in logged.records if "failed" in r.getMessage()}
         assert "is full" in line and "tried again when there is room" in line
+        assert "Traceback" not in logged.text
         assert fired_in(store) == []
         store.db.execute("PRAGMA max_page_count = 1073741823")  # room again
         report = bot.cycle("prod")
@@ -511,9 +513,10 @@ def test_a_read_only_database_is_one_clear_line_and_recovers(tmp_path, sim, logg
     try:
         store.db.execute("PRAGMA query_only = 1")  # what a read-only folder gives, also as root
         sim.put_run(failed("crm-daily", 5))
-        with logged.at_level("WARNING", logger="flowbot.daemon"):
-            assert bot.cycle("prod") is None
-        [line] = {r.getMessage() for r in logged.records if "FAILED" in r.getMessage()}
+        with logged.at_level("WARNING", logger="flowbot"):
+            report = bot.cycle("prod")
+        assert report is not None and not report.ok
+        [line] = {r.getMessage() for r in logged.records if "failed" in r.getMessage()}
         assert "cannot be written" in line and "Traceback" not in logged.text
         store.db.execute("PRAGMA query_only = 0")
         assert bot.cycle("prod").ok
