@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # Plain decimal seconds; 12 digits is already 31,000 years, so longer is garbage.
-_SECONDS = re.compile(r"\d{1,12}(\.\d{1,9})?")
+_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 
 
 def parse_retry_after(value: object, *, now: datetime, cap: float) -> float | None:
