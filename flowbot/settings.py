@@ -196,15 +196,23 @@ def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
     if not forms:
         return None
     ordered = sorted(forms, key=len, reverse=True)  # the longest form wins
-    return re.compile("|".join(re.escape(form) for form in ordered))
+    return re.compile("|".join(_any_hex_case(re.escape(form)) for form in ordered))
+
+
+def _any_hex_case(pattern: str) -> str:
+    """Let each `%2F` of an escaped pattern match `%2f` too (encoders differ)."""
+    return re.sub(
+        r"%([0-9A-Fa-f])([0-9A-Fa-f])",
+        lambda m: "%" + "".join(f"[{c.upper()}{c.lower()}]" for c in m.groups()),
+        pattern,
+    )
 
 
 def secret_forms(secret: str) -> set[str]:
     """The spellings of `secret` that a log line, an error body or a database row may
     carry."""
     forms = {secret}
-    for encoded in (quote(secret, safe=""), quote(secret), quote_plus(secret)):
-        forms |= {encoded, re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), encoded)}
+    forms |= {quote(secret, safe=""), quote(secret), quote_plus(secret)}
     for escaped in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
         forms |= {escaped, escaped.replace("/", "\\/")}
     if unquote(secret) != secret:  # a value that looks encoded: its decoded form too
