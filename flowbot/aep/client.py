@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 import requests
 
@@ -31,12 +31,23 @@ from flowbot.aep.auth import TokenProvider
 from flowbot.aep.exchange import (
     Answer,
     ExchangeError,
+    adobe_error,
     check_depth,
     decode_json,
     exchange,
     origin,
     safe_url,
     watch_session,
+)
+from flowbot.aep.paging import (
+    LinkRefusedError,
+    Params,
+    items_of,
+    next_href,
+    page_key,
+    query,
+    resolve_next,
+    since_filter,
 )
 from flowbot.aep.parse import parse_flow, parse_run
 from flowbot.errors import FlowAPIError
@@ -47,7 +58,6 @@ from flowbot.settings import redact
 log = logging.getLogger("flowbot.aep")
 
 T = TypeVar("T")
-Params = dict[str, list[str]]
 
 MAX_URL = 2000  # characters; proxies and gateways start refusing around 4-8k
 PAGING_ROOM = 256  # left in split URLs for the continuation token of later pages
@@ -157,7 +167,7 @@ class FlowClient:
         """Every flow matching all `properties` filters (e.g.
         `lastRunDetails.startedAtUTC>=1670880253121`), following every page. `limit`
         is sent as the page size and also caps the number returned; None means all."""
-        return self._list("/flows", _query(properties, orderby, limit), parse_flow, limit)
+        return self._list("/flows", query(properties, orderby, limit), parse_flow, limit)
 
     def get_flow(self, flow_id: str) -> Flow:
         """One flow. Raises FlowAPIError (status 404) when it is absent."""
@@ -172,7 +182,7 @@ class FlowClient:
         """Every run matching all `properties` filters (e.g.
         `metrics.durationSummary.startedAtUTC>=<ms>`), following every page. `limit` is
         sent as the page size and also caps the number returned; None means all."""
-        return self._list("/runs", _query(properties, orderby, limit), parse_run, limit)
+        return self._list("/runs", query(properties, orderby, limit), parse_run, limit)
 
     def get_run(self, run_id: str) -> Run:
         """One run. Raises FlowAPIError (status 404) when it is absent."""
@@ -189,7 +199,7 @@ class FlowClient:
     def runs_of_flows(self, flow_ids: Sequence[str], since: datetime | None) -> list[Run]:
         """Runs of these flows that started at or after `since` (all when None), in as
         few requests as URL length allows. An empty list of flows asks nothing."""
-        extra = [] if since is None else [_since(since)]
+        extra = [] if since is None else [since_filter(since)]
         return self._by_values("/runs", "flowId", flow_ids, extra)
 
     @contextmanager
@@ -229,7 +239,7 @@ class FlowClient:
     ) -> list[T]:
         out: list[T] = []
         for page in self._pages_of(path, params):
-            for item in _items(page):
+            for item in items_of(page):
                 try:
                     check_depth(item)
                     out.append(parse(item))
@@ -251,16 +261,16 @@ class FlowClient:
         loop), more than `max_pages` pages, or a next link to another origin is a
         FlowAPIError: the listing would be incomplete, so the cycle must not pass."""
         url = self.base_url + path
-        seen = {_page_key(url, params)}
+        seen = {page_key(url, params)}
         for _ in range(self.max_pages):
             page = self._get(url, params)
             self._pages += 1
             yield page
-            href = _next_href(page)
+            href = next_href(page)
             if not href:
                 return
             url, params = self._follow(href, params, url)
-            key = _page_key(url, params)
+            key = page_key(url, params)
             if key in seen:
                 raise self._listing_error(
                     path, f"the next link {safe_url(url)} repeats a page already read (a loop)"
@@ -271,37 +281,10 @@ class FlowClient:
         )
 
     def _follow(self, href: str, params: Params, current: str) -> tuple[str, Params]:
-        """`_links.next.href` → (URL, query). The href is absolute, or relative to the
-        base URL (with or without its path). Filters the href does not repeat are kept,
-        as Adobe's own clients re-send them with the continuation token. A link to an
-        origin that is not the API's, or from https to http, is refused."""
         try:
-            parts = urlsplit(href)
-        except ValueError:
-            parts = None
-        if (
-            parts is None
-            or (parts.scheme and not parts.netloc)
-            or (parts.netloc and not parts.scheme)
-        ):
-            raise self._link_refused(href, "is not a URL we can follow")
-        base = urlsplit(self.base_url)
-        if parts.scheme:
-            url = f"{parts.scheme}://{parts.netloc}{parts.path}"
-        elif base.path and parts.path.startswith(base.path.rstrip("/") + "/"):
-            url = f"{base.scheme}://{base.netloc}{parts.path}"
-        else:
-            url = self.base_url + "/" + parts.path.lstrip("/")
-        if parts.username is not None or parts.password is not None:
-            raise self._link_refused(href, "carries user information")
-        if urlsplit(current).scheme == "https" and urlsplit(url).scheme != "https":
-            raise self._link_refused(href, "leaves https")
-        if origin(url) not in self.origins:
-            raise self._link_refused(href, "points to another origin than the API's")
-        query = parse_qs(parts.query, keep_blank_values=True)
-        for key, values in params.items():
-            query.setdefault(key, values)
-        return url, query
+            return resolve_next(href, params, self.base_url, current, self.origins)
+        except LinkRefusedError as exc:
+            raise self._link_refused(href, str(exc)) from None
 
     def _link_refused(self, href: str, why: str) -> FlowAPIError:
         return FlowAPIError(
@@ -317,16 +300,14 @@ class FlowClient:
         out: list[Run] = []
         for chunk in self._chunks(path, key, list(dict.fromkeys(values)), extra):
             properties = [f"{key}=={','.join(chunk)}", *extra]
-            out.extend(self._list(path, _query(properties, None, None), parse_run, None))
+            out.extend(self._list(path, query(properties, None, None), parse_run, None))
         return out
 
     def _chunks(
         self, path: str, key: str, values: list[str], extra: list[str]
     ) -> Iterator[list[str]]:
         """Split `values` so that `path?property=key==a,b,...&extra` fits in max_url."""
-        fixed = len(
-            self.base_url + path + "?" + urlencode(_query([f"{key}==", *extra]), doseq=True)
-        )
+        fixed = len(self.base_url + path + "?" + urlencode(query([f"{key}==", *extra]), doseq=True))
         budget = max(self.max_url - fixed - PAGING_ROOM, 1)
         chunk: list[str] = []
         used = 0
@@ -478,7 +459,7 @@ class FlowClient:
             403: "no permission in this sandbox (check the sandbox name and product profile)",
             404: "not found, or no access in this sandbox",
         }.get(code, "the request was refused")
-        detail = redact(_adobe_error(answer), self.tokens.secrets())
+        detail = redact(adobe_error(answer), self.tokens.secrets())
         return FlowAPIError(
             f"Flow Service GET {endpoint} in sandbox {self.sandbox!r}: {code}, {hint}"
             + (f": {detail}" if detail else ""),
@@ -507,62 +488,3 @@ def _cyclic_gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _query(
-    properties: Sequence[str], orderby: str | None = None, limit: int | None = None
-) -> Params:
-    params: Params = {}
-    if properties:
-        params["property"] = list(properties)
-    if orderby:
-        params["orderby"] = [orderby]
-    if limit is not None:
-        params["limit"] = [str(limit)]
-    return params
-
-
-def _since(at: datetime) -> str:
-    return f"metrics.durationSummary.startedAtUTC>={int(at.timestamp() * 1000)}"
-
-
-def _items(page: Mapping[str, Any]) -> list[Any]:
-    items = page.get("items")
-    return items if isinstance(items, list) else []
-
-
-def _page_key(url: str, params: Params) -> str:
-    return url + "?" + urlencode(sorted(params.items()), doseq=True)
-
-
-def _next_href(page: Mapping[str, Any]) -> str | None:
-    links = page.get("_links")
-    nxt = links.get("next") if isinstance(links, dict) else None
-    href = nxt.get("href") if isinstance(nxt, dict) else nxt if isinstance(nxt, str) else None
-    return href if isinstance(href, str) and href else None
-
-
-def _adobe_error(answer: Answer) -> str:
-    """Adobe's error code and message from an error body, e.g. 'FLOW-2120-403: You do
-    not have sufficient permissions...'; '' when the body says nothing useful."""
-    try:
-        body = decode_json(answer.body)
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
-    code = body.get("error_code") or body.get("code") or ""
-    kind = body.get("type")
-    if not code and isinstance(kind, str) and "/errors/" in kind:
-        code = kind.rsplit("/", 1)[-1]
-    report = body.get("report") if isinstance(body.get("report"), dict) else {}
-    message = (
-        body.get("errorMessage")
-        or body.get("message")
-        or report.get("detailed-message")
-        or body.get("title")
-        or body.get("detail")
-        or ""
-    )
-    text = ": ".join(str(p)[:300] for p in (code, message) if p)
-    return "".join(ch if ch.isprintable() else " " for ch in text[:300])

@@ -170,6 +170,32 @@ def check_depth(item: Any) -> None:
         raise ValueError(f"not storable as JSON: {str(exc)[:80]}") from None
 
 
+def adobe_error(answer: Answer) -> str:
+    """Adobe's error code and message from an error body, e.g. 'FLOW-2120-403: You do
+    not have sufficient permissions...'; '' when the body says nothing useful."""
+    try:
+        body = decode_json(answer.body)
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    code = body.get("error_code") or body.get("code") or ""
+    kind = body.get("type")
+    if not code and isinstance(kind, str) and "/errors/" in kind:
+        code = kind.rsplit("/", 1)[-1]
+    report = body.get("report") if isinstance(body.get("report"), dict) else {}
+    message = (
+        body.get("errorMessage")
+        or body.get("message")
+        or report.get("detailed-message")
+        or body.get("title")
+        or body.get("detail")
+        or ""
+    )
+    text = ": ".join(str(p)[:300] for p in (code, message) if p)
+    return "".join(ch if ch.isprintable() else " " for ch in text[:300])
+
+
 # ---------------------------------------------------------------- URLs
 
 
