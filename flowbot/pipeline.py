@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,8 @@ OVERLAP = timedelta(minutes=10)  # re-read this much before the watermark: late 
 FLOW_REFRESH = timedelta(hours=1)  # full flow metadata refresh, otherwise only flows that ran
 UNFINISHED_HORIZON = timedelta(days=7)  # stop re-reading runs unfinished for longer
 MAX_NOTES = 100  # skipped items logged per cycle (all are counted)
+FETCH_BUDGET = 300.0  # seconds for all the reads of one sandbox in one cycle
+CLOCK_SKEW = timedelta(minutes=5)  # the watermark stays this far behind the API's clock
 
 
 @dataclass
@@ -91,6 +94,7 @@ class CycleReport:
 class Fetched:
     flows: list[Flow]
     runs: list[Run]
+    api_time: datetime | None = None  # the API's clock (its Date header), when it said
 
 
 # ------------------------------------------------------------------ stages
@@ -98,21 +102,37 @@ class Fetched:
 
 def fetch(client: Any, store: Store, mark: Watermark, ruleset: Any, now: datetime) -> Fetched:
     """Read what changed: flows that ran (or all, hourly), runs started since the
-    watermark less an overlap, and the runs still unfinished last time."""
+    watermark less an overlap, and the runs still unfinished last time; all of it
+    within FETCH_BUDGET seconds (past it, a FlowAPIError fails the cycle)."""
     since = (mark.runs_since - OVERLAP) if mark.runs_since else now - ruleset.lookback
     since_ms = int(since.timestamp() * 1000)
-    if _full_refresh_due(mark, now):
-        flows = client.list_flows()
-    else:
-        flows = client.list_flows(properties=[f"lastRunDetails.startedAtUTC>={since_ms}"])
-    runs = client.list_runs(properties=[f"metrics.durationSummary.startedAtUTC>={since_ms}"])
-    seen = {r.id for r in runs}
-    unfinished = [
-        i for i in store.unfinished_run_ids(mark.sandbox, now - UNFINISHED_HORIZON) if i not in seen
-    ]
-    if unfinished:
-        runs.extend(client.runs_by_ids(unfinished))
-    return Fetched(flows, runs)
+    budget = getattr(client, "budget", None)
+    with budget(FETCH_BUDGET) if budget is not None else nullcontext():
+        if _full_refresh_due(mark, now):
+            flows = client.list_flows()
+        else:
+            flows = client.list_flows(properties=[f"lastRunDetails.startedAtUTC>={since_ms}"])
+        runs = client.list_runs(properties=[f"metrics.durationSummary.startedAtUTC>={since_ms}"])
+        seen = {r.id for r in runs}
+        horizon = now - UNFINISHED_HORIZON
+        unfinished = [i for i in store.unfinished_run_ids(mark.sandbox, horizon) if i not in seen]
+        if unfinished:
+            runs.extend(client.runs_by_ids(unfinished))
+    return Fetched(flows, runs, getattr(client, "server_time", None))
+
+
+def next_watermark(
+    previous: datetime | None, now: datetime, api_time: datetime | None, runs: Sequence[Run]
+) -> datetime | None:
+    """Where the next cycle reads runs from: what the API itself has shown (its Date
+    header, else the newest start among `runs`), never past the local clock, less
+    CLOCK_SKEW, and never before `previous`. A local clock that jumps ahead cannot
+    move it past runs the API has not shown yet; a hostile Date cannot rewind it."""
+    shown = api_time or max((r.started_at for r in runs if r.started_at), default=None)
+    if shown is None:
+        return previous
+    mark = min(shown, now) - CLOCK_SKEW
+    return mark if previous is None else max(mark, previous)
 
 
 def route(
@@ -367,7 +387,7 @@ def _decide(
         report.queued = store.enqueue(messages, now)
         store.set_watermark(
             replace(
-                mark, runs_since=now, last_cycle=now, last_ok=now, failing_since=None,
+                mark, runs_since=next_watermark(mark.runs_since, now, fetched.api_time, fetched.runs), last_cycle=now, last_ok=now, failing_since=None,
                 degraded_announced=False, last_error=None,
                 flows_refreshed=now if _full_refresh_due(mark, now) else mark.flows_refreshed,
             )

@@ -1,44 +1,68 @@
-"""A strict reader of the HTTP `Retry-After` header.
+"""`Retry-After`, parsed strictly: the one parser for every HTTP client in flowbot
+(the Flow Service client and the Slack notifier).
 
-RFC 9110 allows two forms: a whole number of seconds (`120`) or an HTTP date (`Fri,
-31 Dec 2027 23:59:59 GMT`). Anything else (`inf`, `nan`, `1e12`, `-5`, `1.5`, text) is
-unusable, and the caller falls back to its own backoff. A usable value is clamped to
-`maximum`, so that no server can park a sender for longer than its owner allows.
+RFC 9110 allows two forms: a non-negative decimal number of seconds (`120`) or an
+HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`). Anything else (`inf`, `nan`, `1e12`,
+`-5`, `0x10`, a date that cannot be read) is ignored: the caller falls back to its own
+backoff. A usable value is clamped to `cap`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-_SECONDS = re.compile(r"[0-9]+")
-_LONGEST = 12  # digits read as a number; a longer run of digits is "very long": the maximum
+# Plain decimal seconds; 12 digits is already 31,000 years, so longer is garbage.
+_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 
 
-def parse_retry_after(
-    value: str | None, now: datetime | None = None, *, maximum: float
-) -> float | None:
-    """Seconds to wait, between 0 and `maximum`, or None when `value` is missing or not
-    a valid Retry-After. An HTTP date needs `now` (aware UTC); a date in the past is 0."""
-    if value is None:
+def parse_retry_after(value: object, *, now: datetime, cap: float) -> float | None:
+    """Seconds to wait according to a `Retry-After` value, between 0 and `cap`, or
+    None when the value is absent or unusable. `now` (aware) is the time an HTTP date
+    is measured from; a date in the past means 0."""
+    if not isinstance(value, str | bytes):
         return None
-    text = value.strip()
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
     if not text or len(text) > 64:
         return None
     if _SECONDS.fullmatch(text):
-        if len(text) > _LONGEST:
-            return float(maximum)
-        return min(float(int(text)), float(maximum))
-    if now is None or not text[0].isalpha():
+        seconds = float(text)
+    else:
+        seconds = _seconds_until(text, now)
+        if seconds is None:
+            return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, max(cap, 0.0))
+
+
+def _seconds_until(text: str, now: datetime) -> float | None:
+    """An HTTP date → seconds from `now` (0 when in the past); None if not a date."""
+    if not text[:1].isalpha():  # every HTTP date form starts with the day name
         return None
     try:
-        at = parsedate_to_datetime(text)
+        when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if at is None:
+    if when is None:
         return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    seconds = (at - now).total_seconds()
-    return min(max(seconds, 0.0), float(maximum))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+def parse_http_date(value: object) -> datetime | None:
+    """An HTTP date header (`Date`, `Last-Modified`) → aware UTC datetime, or None
+    when it is absent or unreadable."""
+    if not isinstance(value, str) or not value.strip()[:1].isalpha() or len(value) > 64:
+        return None
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

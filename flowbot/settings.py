@@ -3,14 +3,20 @@ shows them; `Settings.secrets()` lists their values for the redaction filter."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import lru_cache
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from flowbot.errors import ConfigError
 
 ADOBE_API_URL = "https://platform.adobe.io/data/foundation/flowservice"
 ADOBE_IMS_URL = "https://ims-na1.adobelogin.com/ims/token/v3"
+ADOBE_EXPORT_URL = "https://platform.adobe.io/data/foundation/export"
 SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext"
 
@@ -45,6 +51,7 @@ class Secret:
 class Settings:
     api_url: str = ADOBE_API_URL
     ims_url: str = ADOBE_IMS_URL
+    export_url: str = ADOBE_EXPORT_URL
     client_id: str = ""
     client_secret: Secret = Secret("")
     org_id: str = ""
@@ -66,15 +73,33 @@ class Settings:
     templates: str | None = None
 
     def secrets(self) -> list[str]:
-        """The secret values that are set, for redaction of any text that leaves us."""
+        """The secret values that are set, for redaction of any text that leaves us:
+        the Secret fields, passwords written into a URL (`user:password@host`), and the
+        `id:secret` pairs that HTTP basic authentication would base64-encode."""
         out = [getattr(self, f.name).get() for f in fields(self) if f.type == "Secret"]
-        return [s for s in out if s]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_url") and isinstance(value, str):
+                out.append(_url_password(value))
+        pairs = ((self.client_id, self.client_secret), (self.smtp_user, self.smtp_password))
+        out += [f"{user}:{secret.get()}" for user, secret in pairs if user and secret]
+        return [s for s in dict.fromkeys(out) if s]
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str) and f.name.endswith("_url"):
+                value = strip_userinfo(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
 
 # variable → (field, kind)
 ENVIRONMENT: dict[str, tuple[str, str]] = {
     "FLOWBOT_API_URL": ("api_url", "url"),
     "FLOWBOT_IMS_URL": ("ims_url", "url"),
+    "FLOWBOT_EXPORT_URL": ("export_url", "url"),
     "ADOBE_CLIENT_ID": ("client_id", "str"),
     "ADOBE_CLIENT_SECRET": ("client_secret", "secret"),
     "ADOBE_ORG_ID": ("org_id", "str"),
@@ -143,9 +168,77 @@ def _convert(raw: str, kind: str) -> object:
     return raw
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    """Replace every secret value inside `text` with '***'."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+# user:password@ (or user@) right after a URL scheme
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
+MIN_SECRET = 4  # shorter values are not redacted (they would blank out ordinary words)
+MIN_BASE64 = 8  # base64 fragments shorter than this are not searched for
+
+
+def strip_userinfo(text: str) -> str:
+    """`scheme://user:password@host` → `scheme://***@host`, anywhere in `text`."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """Replace every secret inside `text` with '***', in the encodings it travels in:
+    as it is, URL- and form-encoded, JSON-escaped, and base64 (alone, or inside
+    `id:secret` at any offset); and any `user:password@` in a URL."""
+    text = strip_userinfo(text)
+    pattern = _pattern(tuple(s for s in secrets if s and len(s) >= MIN_SECRET))
+    return pattern.sub("***", text) if pattern is not None else text
+
+
+@lru_cache(maxsize=32)
+def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    forms: set[str] = set()
+    for secret in secrets:
+        forms |= secret_forms(secret)
+    if not forms:
+        return None
+    ordered = sorted(forms, key=len, reverse=True)  # the longest form wins
+    return re.compile("|".join(_any_hex_case(re.escape(form)) for form in ordered))
+
+
+def _any_hex_case(pattern: str) -> str:
+    """Let each `%2F` of an escaped pattern match `%2f` too (encoders differ)."""
+    return re.sub(
+        r"%([0-9A-Fa-f])([0-9A-Fa-f])",
+        lambda m: "%" + "".join(f"[{c.upper()}{c.lower()}]" for c in m.groups()),
+        pattern,
+    )
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The spellings of `secret` that a log line, an error body or a database row may
+    carry."""
+    forms = {secret}
+    forms |= {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    for escaped in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
+        forms |= {escaped, escaped.replace("/", "\\/")}
+    if unquote(secret) != secret:  # a value that looks encoded: its decoded form too
+        forms.add(unquote(secret))
+    forms |= _base64_cores(secret.encode())
+    return {form for form in forms if len(form) >= MIN_SECRET}
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """The part of base64(prefix + raw + suffix) that depends on `raw` alone, for each
+    of the three alignments a prefix can give it (standard and URL-safe alphabets)."""
+    cores = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        start = (8 * offset + 5) // 6  # the first character with no bit of the prefix
+        end = 8 * (offset + len(raw)) // 6  # the characters with no bit of a suffix
+        core = encoded[start:end]
+        if len(core) >= MIN_BASE64:
+            cores |= {core, core.replace("+", "-").replace("/", "_")}
+    whole = base64.b64encode(raw).decode()
+    cores |= {whole, whole.rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    return cores
+
+
+def _url_password(url: str) -> str:
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""

@@ -412,14 +412,23 @@ def test_malformed_items_are_logged_and_skipped(client, service, caplog):
     assert len(caplog.records) == 4
 
 
-def test_a_page_that_links_to_itself_does_not_loop(client, service):
+def test_a_page_loop_is_an_error_and_no_page_is_read_twice(client, service):
     loop = {
         "items": [service.runs[0]],
         "_links": {"next": {"href": "/runs?continuationToken=same"}},
     }
     service.faults += [(200, {}, loop)] * 3
-    assert len(client.list_runs()) == 2
+    with pytest.raises(FlowAPIError, match="repeats a page already read"):
+        client.list_runs()
     assert len(service.seen) == 2
+
+
+def test_a_next_link_to_the_first_page_itself_is_a_loop(client, service):
+    first = {"items": [service.runs[0]], "_links": {"next": {"href": "/runs"}}}
+    service.faults.append((200, {}, first))
+    with pytest.raises(FlowAPIError, match="a loop"):
+        client.list_runs()
+    assert len(service.seen) == 1
 
 
 # ---------------------------------------------------------------- against the simulator

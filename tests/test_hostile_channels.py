@@ -57,10 +57,10 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 @pytest.mark.parametrize(
     "value",
-    ["inf", "nan", "1e12", "-5", "1.5", "soon", "", " ", "0x10", "Infinity", "+30", None],
+    ["inf", "nan", "1e12", "-5", "soon", "", " ", "0x10", "Infinity", "+30", "9" * 40, None],
 )
 def test_an_unusable_retry_after_is_none(value):
-    assert parse_retry_after(value, NOW, maximum=900) is None
+    assert parse_retry_after(value, now=NOW, cap=900) is None
 
 
 @pytest.mark.parametrize(
@@ -70,18 +70,14 @@ def test_an_unusable_retry_after_is_none(value):
         (" 7 ", 7.0),
         ("0", 0.0),
         ("901", 900.0),
-        ("9" * 40, 900.0),
+        ("1.5", 1.5),
         ("Mon, 30 Nov 2026 12:01:00 GMT", 60.0),
         ("Mon, 30 Nov 2026 11:00:00 GMT", 0.0),
         ("Tue, 30 Nov 2027 12:00:00 GMT", 900.0),
     ],
 )
 def test_a_usable_retry_after_is_clamped(value, seconds):
-    assert parse_retry_after(value, NOW, maximum=900) == seconds
-
-
-def test_an_http_date_needs_a_clock():
-    assert parse_retry_after("Mon, 30 Nov 2026 12:01:00 GMT", maximum=900) is None
+    assert parse_retry_after(value, now=NOW, cap=900) == seconds
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "1e12", "-1", "garbage"])

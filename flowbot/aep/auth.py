@@ -2,7 +2,9 @@
 
 Tokens live about 24 hours and come with no refresh token, so the provider asks IMS for
 a new one a little before the old one expires, and once more when the Flow Service says
-401 (`invalidate()`). Errors name the IMS URL, never the client secret or a token.
+401 (`invalidate()`). Errors name the IMS URL (without user:password@ or query), never
+the client secret or a token, in any encoding. The form goes to the IMS URL only
+(redirects are not followed), and one exchange is bounded in time and size.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from flowbot.aep.exchange import ExchangeError, decode_json, exchange, new_session, safe_url
 from flowbot.errors import ConfigError, FlowAPIError
 from flowbot.settings import Secret, Settings, redact
 
@@ -25,6 +28,9 @@ log = logging.getLogger("flowbot.aep")
 
 MAX_MARGIN = timedelta(minutes=5)
 DEFAULT_LIFETIME = timedelta(hours=24)
+MAX_LIFETIME = timedelta(days=2)  # a longer expires_in is not believed
+IMS_TIMEOUT = 30.0  # seconds for one whole token exchange, body included
+MAX_IMS_BYTES = 1 * 2**20  # a token answer is a few kB; more is refused
 
 
 def utc_now() -> datetime:
@@ -49,7 +55,7 @@ class TokenProvider:
         client_secret: str | Secret = "",
         scopes: str = "",
         session: requests.Session | None = None,
-        timeout: float = 30.0,
+        timeout: float = IMS_TIMEOUT,
         now: Callable[[], datetime] = utc_now,
         margin: timedelta | None = None,
     ) -> None:
@@ -65,7 +71,7 @@ class TokenProvider:
         self.scopes = scopes
         self.timeout = timeout
         self.refreshes = 0
-        self._session = session or requests.Session()
+        self._session = session or new_session()
         self._owns_session = session is None
         self._now = now
         self._margin = margin
@@ -80,7 +86,13 @@ class TokenProvider:
 
     def secrets(self) -> list[str]:
         """Values that must never appear in logs or errors (for redaction)."""
-        return [s for s in (self._static, self._secret, self._token) if s]
+        pair = f"{self.client_id}:{self._secret}" if self.client_id and self._secret else ""
+        return [s for s in (self._static, self._secret, self._token, pair) if s]
+
+    @property
+    def ims_where(self) -> str:
+        """The IMS URL as errors show it: no user:password@, no query."""
+        return safe_url(self.ims_url)
 
     def token(self) -> str:
         """The current access token, fetched from IMS when there is none or it is
@@ -111,26 +123,29 @@ class TokenProvider:
             "scope": self.scopes,
         }
         try:
-            response = self._session.post(self.ims_url, data=form, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+            answer = exchange(
+                self._session, "POST", self.ims_url, data=form,
+                seconds=self.timeout, max_bytes=MAX_IMS_BYTES,
+            )  # fmt: skip
+        except ExchangeError as exc:
             raise FlowAPIError(
-                f"IMS token request to {self.ims_url} failed: {type(exc).__name__}",
-                retryable=True,
+                f"IMS token request to {self.ims_where} failed: {exc.problem}",
+                retryable=exc.retryable,
             ) from None
-        if response.status_code != 200:
-            detail = redact(_ims_error(response), self.secrets())
+        if answer.status != 200:
+            detail = redact(_ims_error(answer), self.secrets())
             raise FlowAPIError(
-                f"IMS token request to {self.ims_url} answered {response.status_code}: {detail}",
-                status=response.status_code,
-                retryable=response.status_code == 429 or response.status_code >= 500,
+                f"IMS token request to {self.ims_where} answered {answer.status}: {detail}",
+                status=answer.status,
+                retryable=answer.status == 429 or answer.status >= 500,
             )
         try:
-            body = response.json()
+            body = decode_json(answer.body)
         except ValueError:
             body = None
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise FlowAPIError(f"IMS token response from {self.ims_url} has no access_token")
+            raise FlowAPIError(f"IMS token response from {self.ims_where} has no access_token")
         lifetime = _lifetime(body.get("expires_in") if isinstance(body, dict) else None)
         margin = self._margin if self._margin is not None else min(MAX_MARGIN, lifetime / 10)
         self._token = token
@@ -149,21 +164,26 @@ def _lifetime(expires_in: Any) -> timedelta:
     """IMS v3 says seconds; the old JWT exchange said milliseconds (86399992)."""
     if isinstance(expires_in, str) and expires_in.strip().isdigit():
         expires_in = int(expires_in)
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        return DEFAULT_LIFETIME
+    if not 0 < expires_in < 10**12:  # also refuses NaN; 10**12 ms is 31 years
         return DEFAULT_LIFETIME
     seconds = expires_in / 1000 if expires_in > 10 * 86400 else expires_in
-    return timedelta(seconds=seconds)
+    return min(timedelta(seconds=seconds), MAX_LIFETIME)
 
 
-def _ims_error(response: requests.Response) -> str:
+def _ims_error(answer: Any) -> str:
+    """IMS's error code and description, or the HTTP reason; one printable line."""
+    reason = "".join(ch for ch in answer.reason[:80] if ch.isprintable()) or "no details"
     try:
-        body = response.json()
+        body = decode_json(answer.body)
     except ValueError:
-        return response.reason or "no details"
+        return reason
     if not isinstance(body, dict):
-        return response.reason or "no details"
-    parts = [str(body[k]) for k in ("error", "error_description", "message") if body.get(k)]
-    return (": ".join(parts) or response.reason or "no details")[:300]
+        return reason
+    parts = [str(body[k])[:300] for k in ("error", "error_description", "message") if body.get(k)]
+    text = (": ".join(parts) or reason)[:300]
+    return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
 def tokens_from_settings(settings: Settings, **kw: Any) -> TokenProvider:
@@ -192,11 +212,12 @@ def client_from_settings(settings: Settings, sandbox: str, **kw: Any) -> FlowCli
     from flowbot.aep.client import FlowClient
 
     given = kw.pop("session", None)
-    session = given or requests.Session()
+    session = given or new_session()
     token_kw = {"now": kw.pop("now")} if "now" in kw else {}
     tokens = tokens_from_settings(
-        settings, session=session, timeout=kw.get("timeout", 30.0), **token_kw
+        settings, session=session, timeout=kw.get("timeout", IMS_TIMEOUT), **token_kw
     )
+    kw.setdefault("other_origins", (settings.export_url,))
     return FlowClient(
         settings.api_url,
         tokens,

@@ -22,6 +22,7 @@ log = logging.getLogger("flowbot.aep")
 # from it up to MICROS it is milliseconds; above, microseconds.
 MILLIS = 10**11
 MICROS = 10**14
+MAX_COUNT = 2**63 - 1  # SQLite's largest INTEGER: a larger count is treated as unknown
 LEGACY_PREFIX = "xdm:"
 ALERT_STATES = frozenset({"firing", "inactive"})
 
@@ -53,10 +54,10 @@ def parse_time(value: Any) -> datetime | None:
 
 @lru_cache(maxsize=8192)  # a run repeats its times in its activities
 def _epoch(value: int | float) -> datetime | None:
-    if value <= 0:
+    if not value > 0:  # also NaN
         return None
-    seconds = value if value < MILLIS else value / 1000 if value < MICROS else value / 1_000_000
     try:
+        seconds = value if value < MILLIS else value / 1000 if value < MICROS else value / 10**6
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
@@ -64,14 +65,15 @@ def _epoch(value: int | float) -> datetime | None:
 
 def parse_count(value: Any) -> int | None:
     """A record or file count: int, integral float or digit string. Negative (-1 is
-    Adobe's 'unknown'), missing or junk → None."""
+    Adobe's 'unknown'), beyond MAX_COUNT (more than SQLite can store), missing or junk
+    → None: unknown, for this value only."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
-        value = _number(value.strip())
-    if isinstance(value, float) and value.is_integer():
+        value = _number(value.strip()[:32])
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_COUNT:
         value = int(value)
-    if not isinstance(value, int) or value < 0:
+    if not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
         return None
     return value
 

@@ -22,6 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from flowbot.errors import NotifyError
@@ -84,7 +85,8 @@ class Pacer:
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """The answer's Retry-After in seconds, None when missing or unusable."""
-    return parse_retry_after(headers.get("retry-after"), maximum=MAX_RETRY_AFTER)
+    value = headers.get("retry-after")
+    return parse_retry_after(value, now=datetime.now(UTC), cap=MAX_RETRY_AFTER)
 
 
 def error_code(raw: Any) -> str:

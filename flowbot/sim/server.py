@@ -132,6 +132,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, from the simulator's wall clock (tests step it)."""
+        return super().date_time_string(self.server.simulator.wall())
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Quiet: tests and the CLI print what matters themselves."""
 
@@ -140,7 +144,8 @@ class Simulator:
     """A Flow Service + IMS look-alike on 127.0.0.1, serving `scenario`.
 
     `port=0` picks a free port; `page_size` caps `limit`; `token_lifetime` is the
-    `expires_in` of issued tokens, measured on `clock` (seconds, monotonic by default).
+    `expires_in` of issued tokens, measured on `clock` (seconds, monotonic by default);
+    `wall` (epoch seconds, time.time by default) gives the `Date` header of answers.
     Use as a context manager, or call start() and stop().
     """
 
@@ -155,8 +160,10 @@ class Simulator:
         page_size: int = 100,
         token_lifetime: int = 86399,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.world = World(scenario, page_size=page_size)
+        self.wall = wall
         self.port = port
         self.token_lifetime = token_lifetime
         self.clock = clock
