@@ -163,8 +163,10 @@ def notice_context(
     string on one line; `link_origins` are origins whose URLs may be links besides
     Adobe's hosts (the configured API and export URLs)."""
     finding: Finding | None = notice.finding
-    errors = finding.errors if finding else ()
-    links = finding.links if finding else ()
+    # a missing run has no errors of its own: the last run's would read as the cause
+    quiet = notice.rule_type == "missing_run"
+    errors = finding.errors if finding and not quiet else ()
+    links = finding.links if finding and not quiet else ()
     sandbox = notice.sandbox or notice.flow.sandbox
     owner: Any = notice.owner or ""
     if slack and owner:
