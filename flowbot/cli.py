@@ -496,7 +496,10 @@ def _templates_dir(settings: Any, ruleset: Any) -> Any:
 @friendly_errors
 def notify_test(channel: str, event: str, rules_file: str | None) -> None:
     """Send a sample alert (sample 01: a run with failed records) to CHANNEL, a channel
-    of rules.yaml. Exit 1 when the channel refuses it, 2 on bad configuration."""
+    of rules.yaml, marked as a test in its subject and header. Exit 1 when the channel
+    refuses it, 2 on bad configuration."""
+    from dataclasses import replace
+
     from flowbot.models import Message
     from flowbot.notifiers import build_notifier
     from flowbot.notifiers.sample import sample_notices
@@ -507,7 +510,7 @@ def notify_test(channel: str, event: str, rules_file: str | None) -> None:
     if target is None:
         known = ", ".join(sorted(ruleset.channels)) or "none"
         raise ConfigError(f"no channel {channel!r} in {settings.rules} (channels: {known})")
-    notices = sample_notices(event, rule="flowbot-test")
+    notices = [replace(n, test=True) for n in sample_notices(event, rule="flowbot-test")]
     body = render(
         notices,
         event,
@@ -533,8 +536,9 @@ def notify_test(channel: str, event: str, rules_file: str | None) -> None:
 @rules_option
 @friendly_errors
 def notify_preview(rule: str, event: str, kind: str | None, rules_file: str | None) -> None:
-    """Print what RULE would send for a sample alert (sample 01), per channel kind,
-    without sending anything: check a template change before it ships."""
+    """Print what RULE would send for a sample alert of its type (a failed run for
+    status, an overdue flow for missing_run, …), per channel kind, without sending
+    anything: check a template change before it ships."""
     import json
 
     from flowbot.notifiers.sample import sample_for_rule
@@ -546,7 +550,7 @@ def notify_preview(rule: str, event: str, kind: str | None, rules_file: str | No
         known = ", ".join(r.name for r in ruleset.rules) or "none"
         raise ConfigError(f"no rule {rule!r} in {settings.rules} (rules: {known})")
     kinds = [kind] if kind else sorted({ruleset.channels[c].kind for c in found.channels})
-    notices = sample_for_rule(found, event)
+    notices = sample_for_rule(found, event, timezone=ruleset.timezone)
     for each in kinds:
         body = render(
             notices,

@@ -53,6 +53,9 @@ CONTEXT_NAMES = frozenset(
         "values",
         "expected_at",
         "last_run_at",
+        "last_run",
+        "overdue",
+        "test",
         "errors",
         "errors_total",
         "errors_more",
@@ -113,15 +116,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _run(run: Run | None) -> dict[str, Any] | None:
+def _run(run: Run | None, running_for: Any = None) -> dict[str, Any] | None:
+    """A run as template values. `finished` is False for a run still going; its
+    `duration` is then how long it has been running (`running_for`, when the evaluator
+    measured it), else unknown."""
     if run is None:
         return None
     return {
         "id": run.id,
         "status": run.status,
+        "finished": run.is_finished,
         "started_at": run.started_at,
         "completed_at": run.completed_at,
-        "duration": run.duration(),
+        "duration": run.duration() if run.is_finished else running_for,
         "input_records": run.input_records,
         "output_records": run.output_records,
         "failed_records": run.failed_records,
@@ -156,14 +163,20 @@ def notice_context(
     string on one line; `link_origins` are origins whose URLs may be links besides
     Adobe's hosts (the configured API and export URLs)."""
     finding: Finding | None = notice.finding
-    errors = finding.errors if finding else ()
-    links = finding.links if finding else ()
+    # a missing run has no errors of its own: the last run's would read as the cause
+    quiet = notice.rule_type == "missing_run"
+    errors = finding.errors if finding and not quiet else ()
+    links = finding.links if finding and not quiet else ()
     sandbox = notice.sandbox or notice.flow.sandbox
     owner: Any = notice.owner or ""
     if slack and owner:
         owner = Markup(one_line(owner))  # from rules.yaml: trusted, may be a <@U123> mention
+    values = dict(finding.values) if finding else {}
+    missing = notice.rule_type == "missing_run"
+    run = finding.run if finding else None
     context = {
         "event": notice.event,
+        "test": notice.test,
         "rule": notice.rule,
         "rule_type": notice.rule_type,
         "severity": notice.severity,
@@ -178,10 +191,12 @@ def notice_context(
             "state": notice.flow.state,
             "url": aep_url(notice.flow, sandbox),
         },
-        "run": _run(finding.run if finding else None),
+        "run": None if missing else _run(run, values.get("duration")),
+        "last_run": _run(run) if missing else None,
+        "overdue": values.get("overdue") if missing else None,
         "resolved_by": _run(notice.resolved_by),
         "reason": finding.reason if finding else "",
-        "values": dict(finding.values) if finding else {},
+        "values": values,
         "expected_at": finding.expected_at if finding else None,
         "last_run_at": finding.last_run_at if finding else None,
         "errors": [_error(e) for e in errors[:MAX_ERRORS]],
@@ -225,16 +240,17 @@ def _iso(at: datetime | None) -> str | None:
     return at.astimezone(UTC).isoformat() if at else None
 
 
-def _run_record(run: Run | None) -> dict[str, Any] | None:
+def _run_record(run: Run | None, running_for: Any = None) -> dict[str, Any] | None:
     if run is None:
         return None
-    took = run.duration()
+    took = _seconds(run.duration() if run.is_finished else running_for)
     return {
         "id": run.id,
         "status": run.status,
+        "finished": run.is_finished,
         "started_at": _iso(run.started_at),
         "completed_at": _iso(run.completed_at),
-        "duration_seconds": took.total_seconds() if took is not None else None,
+        "duration_seconds": took,
         "input_records": run.input_records,
         "output_records": run.output_records,
         "failed_records": run.failed_records,
@@ -247,6 +263,10 @@ def _alert_record(notice: Notice) -> dict[str, Any]:
     sandbox = notice.sandbox or notice.flow.sandbox
     errors = finding.errors if finding else ()
     links = finding.links if finding else ()
+    values = dict(finding.values) if finding else {}
+    missing = notice.rule_type == "missing_run"
+    run = finding.run if finding else None
+    overdue = values.get("overdue") if missing else None
     return _bounded(
         {
             "rule": notice.rule,
@@ -261,7 +281,9 @@ def _alert_record(notice: Notice) -> dict[str, Any]:
                 "sandbox": sandbox,
                 "url": str(aep_url(notice.flow, sandbox)),
             },
-            "run": _run_record(finding.run if finding else None),
+            "run": None if missing else _run_record(run, values.get("duration")),
+            "last_run": _run_record(run) if missing else None,
+            "overdue_seconds": _seconds(overdue),
             "resolved_by": _run_record(notice.resolved_by),
             "errors": [
                 {
@@ -280,11 +302,18 @@ def _alert_record(notice: Notice) -> dict[str, Any]:
             ],
             "links_more": max(len(links) - MAX_FILE_LINKS, 0),
             "reason": finding.reason if finding else "",
-            "values": _jsonable(dict(finding.values)) if finding else {},
+            "values": _jsonable(values),
             "expected_at": _iso(finding.expected_at) if finding else None,
             "last_run_at": _iso(finding.last_run_at) if finding else None,
         }
     )
+
+
+def _seconds(value: Any) -> float | None:
+    """A timedelta, or seconds as a number (values read back from the store), as seconds."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _bounded(value: Any) -> Any:
@@ -320,13 +349,14 @@ def file_body(notices: Sequence[Notice], event: str) -> dict[str, Any]:
     if event == "grouped" or len({n.flow.id for n in notices}) > 1:
         return {
             "event": event,
+            **({"test": True} if first.test else {}),
             "rule": first.rule,
             "severity": first.severity,
             "count": len(notices),
             "alerts": [_alert_record(n) for n in notices[:MAX_FILE_ALERTS]],
             "alerts_more": max(len(notices) - MAX_FILE_ALERTS, 0),
         }
-    record = {"event": event, **_alert_record(first)}
+    record = {"event": event, **({"test": True} if first.test else {}), **_alert_record(first)}
     if len(notices) > 1:
         record["rules"] = [_rule_record(n) for n in notices]
     return record

@@ -334,7 +334,12 @@ def judge_missing_run(
     zone = zoneinfo.ZoneInfo(display_zone)
     since = f"no run since {show_time(last, zone)}" if last else "no run yet"
     reason = f"{since}; one was due at {show_time(due, zone)} (grace {format_duration(rule.grace)})"
-    values: dict[str, object] = {"expected_at": due, "grace": rule.grace, "last_run_at": last}
+    values: dict[str, object] = {
+        "expected_at": due,
+        "grace": rule.grace,
+        "last_run_at": last,
+        "overdue": now - due,
+    }
     if rule.every:
         values["every"] = rule.every
     if rule.cron:

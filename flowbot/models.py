@@ -231,6 +231,7 @@ class Notice:
     resolved_by: Run | None = None  # the good run that resolved it, when there is one
     count: int = 1  # matching runs or cycles seen while firing
     sandbox: str = ""
+    test: bool = False  # a sample sent by `flowbot notify test`, never a real incident
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,10 +202,14 @@ def test_notify_test_sends_a_sample_to_a_named_channel(tmp_path):
         assert result.exit_code == 0, result.output
         assert "sent a sample firing alert to data-ops (slack)" in result.output
         [call] = slack.calls
-        assert call.body["channel"] == "#data-ops" and "flowbot-test" in call.body["text"]
+        assert call.body["channel"] == "#data-ops"
+        header = call.body["blocks"][0]["text"]["text"]
+        assert header.startswith(":test_tube: TEST — flowbot notify test:"), header
+        assert "CRITICAL" not in call.body["text"] and "no dataflow is affected" in str(call.body)
         result = CliRunner().invoke(cli, ["notify", "test", "audit"], env=env)
         assert result.exit_code == 0, result.output
-        assert (tmp_path / "out" / "alerts.jsonl").read_text().count("\n") == 1
+        [line] = (tmp_path / "out" / "alerts.jsonl").read_text().splitlines()
+        assert json.loads(line)["test"] is True
 
 
 def test_notify_test_exits_1_when_the_channel_refuses_and_2_for_unknown_channels(tmp_path):

@@ -1,24 +1,31 @@
-"""A sample alert for `flowbot notify test`, `notify preview` and template checks.
+"""Sample alerts for `flowbot notify test`, `notify preview` and template checks.
 
 The run is sample 01 of the shared Flow Service samples
 (`01-sources-run-success-with-row-errors.json`: a sources run that succeeded with 1 of
 100 records failed, a CONNECTOR error at run level and INGEST/MAPPER errors in the
 promotion activity, with its failedRecords, sampleErrors and fileInfo links), written
 parsed from the copy of Adobe's sample shipped as package data (`flowbot/samples/`).
+`notify preview RULE` dresses a sample that fits the rule's type (sample_finding).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from flowbot.models import Finding, Flow, Notice, Run, Schedule
+from flowbot.models import FINISHED_STATES, Finding, Flow, Notice, Run, RunError, Schedule
+
+if TYPE_CHECKING:
+    from flowbot.rules import Rule
 
 EXPORT = "https://platform.adobe.io/data/foundation/export/batches/01EF01X41KJD82Y9ZX6ET54PCZ"
 FLOW_ID = "c9cef9cb-c934-4467-8ef9-cbc934546741"
 SAMPLE_01 = "01-sources-run-success-with-row-errors.json"
+SAMPLE_07 = "07-alert-sources-flow-run-failure-sftp.json"
 
 
 def _ms(value: int) -> datetime:
@@ -38,9 +45,13 @@ def sample_flow(name: str = "crm-daily-import", flow_id: str = FLOW_ID) -> Flow:
 
 def sample_run() -> Run:
     """Run 9830305a-… of sample 01, parsed from the copy shipped in `flowbot/samples/`."""
+    return _parsed(SAMPLE_01)
+
+
+def _parsed(sample: str) -> Run:
     from flowbot.aep.parse import runs_in
 
-    text = resources.files("flowbot.samples").joinpath(SAMPLE_01).read_text(encoding="utf-8")
+    text = resources.files("flowbot.samples").joinpath(sample).read_text(encoding="utf-8")
     return runs_in(json.loads(text))[0]
 
 
@@ -91,27 +102,138 @@ def sample_notices(event: str = "firing", *, rule: str = "too-many-bad-records")
     return [notice]
 
 
-def sample_for_rule(rule: object, event: str = "firing") -> list[Notice]:
-    """Sample notices dressed as `rule` (a flowbot.rules.Rule: name, type, severity,
-    owner), for `flowbot notify preview RULE`."""
-    name = str(getattr(rule, "name", "flowbot-test"))
-    notices = sample_notices(event, rule=name)
-    changes = {
-        "rule_type": str(getattr(rule, "type", "failed_records")),
-        "severity": str(getattr(rule, "severity", "critical")),
-        "owner": getattr(rule, "owner", None),
-    }
+def sample_for_rule(rule: Rule, event: str = "firing", *, timezone: str = "UTC") -> list[Notice]:
+    """Sample notices for `rule`, for `flowbot notify preview RULE`: a finding of the
+    rule's own type, judged by the evaluator's own checks (see sample_finding), on the
+    flows of `sample_notices(event)`."""
+    finding, now = sample_finding(rule, timezone)
     return [
         replace(
             n,
-            finding=replace(
-                n.finding,
-                rule_type=changes["rule_type"],
-                reason=f"sample alert for rule {name}: sample 01, 1 of 100 records failed",
-            )
-            if n.finding
-            else None,
-            **changes,
+            rule_type=rule.type,
+            severity=rule.severity,
+            owner=rule.owner,
+            first_seen_at=now,
+            finding=replace(finding, flow=n.flow),
         )
-        for n in notices
+        for n in sample_notices(event, rule=rule.name)
     ]
+
+
+def sample_finding(rule: Rule, timezone: str = "UTC") -> tuple[Finding, datetime]:
+    """A finding that fits `rule`'s type, and the time it was found: the evaluator judges
+    a sample made to match (status: the failed run of sample 07; failed_records: sample 01
+    with failed records above the threshold; error_code: sample 07 carrying a matching
+    code; duration: sample 01 still running past the limit; zero_records: sample 01
+    with no records; missing_run: no run since sample 01, overdue; failed_runs: the flow's
+    recent runs, enough of them failed)."""
+    from flowbot.evaluate import RUN_CHECKS
+
+    flow = sample_flow()
+    if rule.type == "missing_run":
+        return _missing_run(rule, flow, timezone)
+    if rule.type == "failed_runs":
+        return _failed_runs(rule, flow)
+    run, now = _run_for(rule)
+    check = RUN_CHECKS.get(rule.type)
+    found = check(rule, run, now) if check else None
+    reason, values = found or (f"sample alert for rule {rule.name}", {})
+    return Finding(rule.name, rule.type, flow, run, reason, values), now
+
+
+def _run_for(rule: Rule) -> tuple[Run, datetime]:
+    """A run that matches a run-level `rule`, and a `now` to judge it at."""
+    ok = sample_run()
+    if rule.type in ("status", "error_code"):
+        run = failed_run()
+        if rule.type == "status" and rule.states and run.state not in rule.states:
+            status = rule.status[0]
+            finished = status.lower() in FINISHED_STATES
+            run = replace(run, status=status, completed_at=run.completed_at if finished else None)
+        if rule.type == "error_code" and rule.codes:
+            run = _with_code(run, rule.codes)
+        return run, (run.completed_at or run.started_at or ok.started_at) + timedelta(minutes=2)
+    end = ok.completed_at or _ms(1596656113306)
+    if rule.type == "failed_records":
+        above = float(rule.above or 0)  # type: ignore[arg-type]
+        inputs = max(100, rule.min_input)
+        failed = min(inputs, int(inputs * above) + 1)
+        run = replace(
+            ok, input_records=inputs, failed_records=failed, output_records=inputs - failed
+        )
+        return run, end + timedelta(minutes=2)
+    if rule.type == "duration" and ok.started_at:
+        limit = rule.above if isinstance(rule.above, timedelta) else timedelta(hours=1)
+        run = replace(ok, status="inProgress", completed_at=None, output_records=None)
+        return run, ok.started_at + limit + timedelta(minutes=37)
+    if rule.type == "zero_records":
+        run = replace(
+            ok, input_records=0, output_records=0, failed_records=0, errors=(), activities=()
+        )
+        return run, end + timedelta(minutes=2)
+    return ok, end + timedelta(minutes=2)
+
+
+def _with_code(run: Run, patterns: Sequence[str]) -> Run:
+    """`run` with its first run-level error carrying a code that matches `patterns`
+    (unchanged when one already does)."""
+    from flowbot.evaluate import matches_code
+
+    if any(e.code and matches_code(e.code, patterns) for e in run.all_errors):
+        return run
+    code = patterns[0].replace("*", "1001").replace("?", "0").replace("[", "").replace("]", "")
+    errors = list(run.errors) or [RunError(code=code, message="sample error")]
+    errors[0] = replace(errors[0], code=code)
+    return replace(run, errors=tuple(errors), activities=())
+
+
+def _missing_run(rule: Rule, flow: Flow, timezone: str) -> tuple[Finding, datetime]:
+    """No run since sample 01 started; the next was due an hour later (or when `rule`
+    says), and `now` is 47 minutes past its grace."""
+    from flowbot.evaluate import due_at, judge_missing_run
+
+    last = sample_run()
+    started = last.started_at or _ms(1596656058000)
+    due = due_at(rule, flow, started) or started + timedelta(hours=1)
+    now = due + rule.grace + timedelta(minutes=47)
+    findings, _ = judge_missing_run(rule, flow, [last], now, timezone)
+    if findings:
+        return findings[0], now
+    reason = f"no run since {started:%Y-%m-%d %H:%M} UTC; one was due at {due:%Y-%m-%d %H:%M} UTC"
+    values = {"expected_at": due, "last_run_at": started, "overdue": now - due}
+    finding = Finding(rule.name, rule.type, flow, last, reason, values, due, started)
+    return finding, now
+
+
+def _failed_runs(rule: Rule, flow: Flow) -> tuple[Finding, datetime]:
+    """The flow's last runs, hourly, newest first: enough of them failed (sample 07)
+    to cross the rule's limit, the others succeeded (sample 01)."""
+    from flowbot.evaluate import judge_failed_runs
+
+    bad, good = failed_run(), sample_run()
+    count = rule.in_a_row or rule.window
+    above = float(rule.above or 0) if rule.in_a_row is None else 1.0  # type: ignore[arg-type]
+    failing = count if rule.in_a_row else min(count, int(count * above) + 1)
+    newest = bad.started_at or _ms(1693538422921)
+    runs = []
+    for i in range(count):
+        base = bad if i < failing else good
+        shift = timedelta(hours=i)
+        runs.append(
+            replace(
+                base,
+                id=f"{base.id[:-4]}{i:04d}",
+                started_at=newest - shift,
+                completed_at=(newest - shift + timedelta(minutes=24)),
+            )
+        )
+    findings, _ = judge_failed_runs(rule, flow, runs, newest - timedelta(days=365))
+    now = newest + timedelta(minutes=26)
+    if findings:
+        return findings[0], now
+    return Finding(rule.name, rule.type, flow, runs[0], f"{failing} of {count} runs failed"), now
+
+
+def failed_run() -> Run:
+    """Run f0b809c5-… of sample 07: an SFTP sources run that failed (CONNECTOR-1001-500)."""
+    return _parsed(SAMPLE_07)
