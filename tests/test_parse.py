@@ -205,6 +205,19 @@ def test_missing_null_wrong_typed_and_unknown_fields_never_raise():
     assert parse_run({"id": "r", "metrics": None, "activities": None}).activities == ()
 
 
+@pytest.mark.parametrize("extensions", [True, 7, "x", ["errors"], None])
+def test_extensions_of_the_wrong_type_are_ignored(extensions):
+    """Found by the hostile property suite: `extensions: true` in an activity raised."""
+    run = parse_run(
+        {
+            "id": "r",
+            "metrics": {"statusSummary": {"status": "failed", "extensions": extensions}},
+            "activities": [{"id": "a", "statusSummary": {"extensions": extensions}}],
+        }
+    )
+    assert run.all_errors == () and [a.id for a in run.activities] == ["a"]
+
+
 def test_status_is_kept_as_reported_and_compared_in_lower_case():
     run = parse_run({"id": "r", "flowId": "f", "metrics": {"statusSummary": {"status": "Failed"}}})
     assert run.status == "Failed" and run.state == "failed" and run.is_finished

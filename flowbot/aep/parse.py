@@ -148,7 +148,7 @@ def parse_errors(items: Any, activity: str | None = None) -> tuple[RunError, ...
 def _status_errors(
     status: Mapping[str, Any], records: Mapping[str, Any], activity: str | None
 ) -> tuple[RunError, ...]:
-    extensions = status.get("extensions")
+    extensions = _dict(status.get("extensions"))
     found = (
         *parse_errors(status.get("errors"), activity),
         *(parse_errors(extensions.get("errors"), activity) if extensions else ()),
