@@ -34,10 +34,12 @@ from flowbot.outbox import Delivery, Monitoring, deliver
 from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
 from flowbot.validate import templates_dir
+from flowbot.windows import plan
 
 log = logging.getLogger("flowbot.cycle")
 
-OVERLAP = timedelta(minutes=10)  # re-read this much before the watermark: late arrivals
+OVERLAP = timedelta(minutes=10)  # re-read this much before the watermark every cycle
+STARTED = "metrics.durationSummary.startedAtUTC"  # the documented time window for runs
 FLOW_REFRESH = timedelta(hours=1)  # full flow metadata refresh, otherwise only flows that ran
 UNFINISHED_HORIZON = timedelta(days=7)  # stop re-reading runs unfinished for longer
 MAX_NOTES = 100  # skipped items logged per cycle (all are counted)
@@ -101,24 +103,39 @@ class Fetched:
 
 
 def fetch(client: Any, store: Store, mark: Watermark, ruleset: Any, now: datetime) -> Fetched:
-    """Read what changed: flows that ran (or all, hourly), runs started since the
-    watermark less an overlap, and the runs still unfinished last time; all of it
-    within FETCH_BUDGET seconds (past it, a FlowAPIError fails the cycle)."""
-    since = (mark.runs_since - OVERLAP) if mark.runs_since else now - ruleset.lookback
-    since_ms = int(since.timestamp() * 1000)
+    """Read what changed: flows that ran (or all, hourly), the runs of the read windows
+    (`flowbot.windows`: started since the watermark less an overlap, plus one small slice
+    per age up to `late_arrival` for runs that show up late), and the runs still
+    unfinished last time; all of it within FETCH_BUDGET seconds (past it, a
+    FlowAPIError fails the cycle)."""
+    windows = plan(
+        mark.runs_since,
+        now - CLOCK_SKEW,
+        overlap=OVERLAP,
+        late_arrival=ruleset.late_arrival,
+        lookback=ruleset.lookback,
+    )
+    since_ms = _ms(windows[-1][0])
     budget = getattr(client, "budget", None)
     with budget(FETCH_BUDGET) if budget is not None else nullcontext():
         if _full_refresh_due(mark, now):
             flows = client.list_flows()
         else:
             flows = client.list_flows(properties=[f"lastRunDetails.startedAtUTC>={since_ms}"])
-        runs = client.list_runs(properties=[f"metrics.durationSummary.startedAtUTC>={since_ms}"])
+        runs: list[Run] = []
+        for start, end in windows:
+            window = [f"{STARTED}>={_ms(start)}"] + ([f"{STARTED}<{_ms(end)}"] if end else [])
+            runs.extend(client.list_runs(properties=window))
         seen = {r.id for r in runs}
         horizon = now - UNFINISHED_HORIZON
         unfinished = [i for i in store.unfinished_run_ids(mark.sandbox, horizon) if i not in seen]
         if unfinished:
             runs.extend(client.runs_by_ids(unfinished))
     return Fetched(flows, runs, getattr(client, "server_time", None))
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 def next_watermark(

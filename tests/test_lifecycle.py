@@ -307,3 +307,40 @@ def test_a_whole_storm_resolving_at_once_is_one_resolution_in_every_channel(worl
     assert "RESOLVED" in text(update.body)
     grouped, resolved = world.records()
     assert resolved["event"] == "resolved" and len(resolved["alerts"]) == 6
+
+
+# ---------------------------------------------------------------- late arrivals
+
+
+@pytest.mark.parametrize("late_minutes", [15, 35, 55])
+def test_a_run_that_shows_up_late_is_still_judged(world, late_minutes):
+    """A failed run appears in the listing `late_minutes` after it started (within the
+    default late_arrival of 1h): a cycle still reads it and it pages."""
+    world.cycle()
+    started = world.clock.at
+    for _ in range(late_minutes // 5):
+        world.clock.advance(minutes=5)
+        world.cycle()
+    world.sim.put_run(failed("crm-daily", started))  # visible only now
+    for _ in range(14):
+        world.clock.advance(minutes=5)
+        report = world.cycle()
+        if report.fired:
+            break
+    assert report.fired == 1 and "run-failed" in text(world.posts()[0])
+
+
+def test_a_steady_cycle_reads_small_slices_not_the_late_window(world):
+    """With runs in every poll interval, a steady cycle asks for the fresh window and
+    one slice per age, each a single page: never the whole hour again."""
+    for _ in range(3):
+        world.cycle()
+        world.clock.advance(minutes=5)
+    for minute in range(0, 60, 5):  # a run every 5 minutes for the last hour
+        world.sim.put_run(good("crm-daily", world.clock.at - timedelta(minutes=minute)))
+    world.cycle()
+    world.clock.advance(minutes=5)
+    world.sim.clear_requests()
+    report = world.cycle()
+    runs = [r for r in world.sim.requests if r.path == "/runs"]
+    assert 1 <= len(runs) <= 4 and report.api_requests <= 6, [r.query for r in runs]
