@@ -156,7 +156,12 @@ def test_a_running_daemon_serves_health_readiness_and_metrics(tmp_path):
     scenario.put_run(make_run("f1", status="failed", started_at=at, completed_at=at + MINUTE))
     with Simulator(scenario, port=0) as sim, Running(tmp_path, sim, RULES, http=True) as bot:
         wait_until(lambda: bot.events(), what="the alert")
-        bot.wait_cycles(1)
+        # Wait for the state asserted below (two good cycles counted), not for a log line.
+        wait_until(
+            lambda: (value(parse(bot.get("/metrics")[2]), "flowbot_cycles_total", sandbox="prod",
+                           result="ok") or 0) >= 2,
+            what="two good cycles in /metrics",
+        )  # fmt: skip
         assert bot.get("/healthz")[0] == 200
         assert bot.get("/readyz") == (200, "application/json", json.dumps({"status": "ready"}))
         status, kind, text = bot.get("/metrics")
