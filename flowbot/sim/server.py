@@ -143,7 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
 class Simulator:
     """A Flow Service + IMS look-alike on 127.0.0.1, serving `scenario`.
 
-    `port=0` picks a free port; `page_size` caps `limit`; `token_lifetime` is the
+    `port=0` picks a free port; `page_size` caps `limit`; `default_page` is the page
+    size when no `limit` is asked (like Adobe's default; `page_size` when None); `token_lifetime` is the
     `expires_in` of issued tokens, measured on `clock` (seconds, monotonic by default);
     `wall` (epoch seconds, time.time by default) gives the `Date` header of answers.
     Use as a context manager, or call start() and stop().
@@ -158,11 +159,12 @@ class Simulator:
         scenario: Scenario,
         port: int = 0,
         page_size: int = 100,
+        default_page: int | None = None,
         token_lifetime: int = 86399,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.world = World(scenario, page_size=page_size)
+        self.world = World(scenario, page_size=page_size, default_page=default_page)
         self.wall = wall
         self.port = port
         self.token_lifetime = token_lifetime

@@ -51,9 +51,12 @@ def decode_token(token: str) -> dict[str, Any]:
 class World:
     """Flows and runs of a scenario, indexed by sandbox and flow; thread-safe."""
 
-    def __init__(self, scenario: Scenario, page_size: int = 100) -> None:
+    def __init__(
+        self, scenario: Scenario, page_size: int = 100, default_page: int | None = None
+    ) -> None:
         self.scenario = scenario
-        self.page_size = page_size
+        self.page_size = page_size  # the largest page, whatever `limit` asks
+        self.default_page = min(default_page or page_size, page_size)  # without `limit`
         self.lock = threading.RLock()
         self.in_sandbox: dict[str, dict[str, dict[str, None]]] = {k: {} for k in KINDS}
         self.runs_by_flow: dict[str, dict[str, None]] = {}
@@ -187,7 +190,7 @@ class World:
         raw_limit = (params.get("limit") or [None])[0]
         if count and raw_limit is not None:
             raise ListError("FLOW-1401-400", "limit and count cannot be used together.")
-        limit = self.page_size
+        limit = self.default_page
         if raw_limit is not None:
             try:
                 limit = int(raw_limit)
