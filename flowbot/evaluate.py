@@ -357,6 +357,25 @@ def judge_missing_run(
     return [finding], False
 
 
+def next_due(ruleset: RuleSet, flow: Flow, runs: Sequence[Run]) -> datetime | None:
+    """The first moment a missing_run rule could find `flow` missing, if no run comes
+    (its due time plus grace; None: never by time alone). Until then, and unless the
+    flow, its runs or the rules change, judging the flow again finds nothing new."""
+    if not flow.is_enabled:
+        return None
+    starts = [r.started_at for r in runs if r.started_at is not None]
+    last = max(
+        (t for t in (flow.last_run_started_at, max(starts, default=None)) if t), default=None
+    )
+    moments = []
+    for rule in ruleset.rules:
+        if rule.enabled and rule.type == "missing_run" and rule.flows.matches(flow):
+            due = due_at(rule, flow, last)
+            if due is not None:
+                moments.append(due + rule.grace)
+    return min(moments, default=None)
+
+
 def due_at(rule: Rule, flow: Flow, last: datetime | None) -> datetime | None:
     """When the next run after `last` was due, or None when none is expected."""
     if rule.every is not None:

@@ -17,6 +17,7 @@ stays, the error feeds the meta-alert, whose text is built without templates.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 from flowbot import alerts
 from flowbot.errors import FlowAPIError, StoreError
-from flowbot.models import Flow, Message, Notice, Run
+from flowbot.models import FINISHED_STATES, Message, Notice, Run
 from flowbot.outbox import Delivery, Monitoring, deliver
 from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
@@ -77,6 +78,7 @@ class CycleReport:
     resolved: int = 0
     muted: int = 0
     queued: int = 0
+    judged: int = 0  # flows whose rules were judged (what changed, fires or came due)
     api_requests: int = 0
     seconds: float = 0.0
     # Items left out by stage (parse, store, evaluate, alert, render), counted each
@@ -94,20 +96,42 @@ class CycleReport:
 
 @dataclass
 class Fetched:
-    flows: list[Flow]
-    runs: list[Run]
+    """What a fetch stored: only ids are kept, so that memory does not grow with the read."""
+
+    changed: dict[str, str] = field(default_factory=dict)  # run id → flow id, new or changed
+    flows_changed: set[str] = field(default_factory=set)  # flows new or changed
+    runs_read: int = 0
+    newest_start: datetime | None = None  # the newest start among the runs read
     api_time: datetime | None = None  # the API's clock (its Date header), when it said
+
+    def note(self, page: Sequence[Run], changed: Sequence[Run]) -> None:
+        self.runs_read += len(page)
+        for run in changed:
+            self.changed[run.id] = run.flow_id
+        starts = [r.started_at for r in page if r.started_at is not None]
+        if starts:
+            newest = max(starts)
+            self.newest_start = max(newest, self.newest_start or newest)
 
 
 # ------------------------------------------------------------------ stages
 
 
-def fetch(client: Any, store: Store, mark: Watermark, ruleset: Any, now: datetime) -> Fetched:
-    """Read what changed: flows that ran (or all, hourly), the runs of the read windows
-    (`flowbot.windows`: started since the watermark less an overlap, plus one small slice
-    per age up to `late_arrival` for runs that show up late), and the runs still
-    unfinished last time; all of it within FETCH_BUDGET seconds (past it, a
-    FlowAPIError fails the cycle)."""
+def fetch(
+    client: Any,
+    store: Store,
+    mark: Watermark,
+    ruleset: Any,
+    now: datetime,
+    on_skip: Callable[[str, str, str], None] | None = None,
+) -> Fetched:
+    """Read what changed and store it page by page (inside the caller's transaction):
+    flows that ran (or all, hourly), the runs of the read windows (`flowbot.windows`:
+    started since the watermark less an overlap, plus one small slice per age up to
+    `late_arrival` for runs that show up late), and the runs still unfinished last time;
+    all of it within FETCH_BUDGET seconds (past it, a FlowAPIError fails the cycle).
+    Only one page is held at a time; what changed is returned as ids."""
+    skip = on_skip or (lambda stage, item, reason: None)
     windows = plan(
         mark.runs_since,
         now - CLOCK_SKEW,
@@ -116,22 +140,28 @@ def fetch(client: Any, store: Store, mark: Watermark, ruleset: Any, now: datetim
         lookback=ruleset.lookback,
     )
     since_ms = _ms(windows[-1][0])
+    out = Fetched()
     budget = getattr(client, "budget", None)
     with budget(FETCH_BUDGET) if budget is not None else nullcontext():
-        if _full_refresh_due(mark, now):
-            flows = client.list_flows()
-        else:
-            flows = client.list_flows(properties=[f"lastRunDetails.startedAtUTC>={since_ms}"])
-        runs: list[Run] = []
+        recent = (
+            [] if _full_refresh_due(mark, now) else [f"lastRunDetails.startedAtUTC>={since_ms}"]
+        )
+        for flows in client.flow_pages(recent):
+            out.flows_changed |= store.upsert_flows(flows, now, on_skip=skip)
+        read_unfinished: set[str] = set()
         for start, end in windows:
             window = [f"{STARTED}>={_ms(start)}"] + ([f"{STARTED}<{_ms(end)}"] if end else [])
-            runs.extend(client.list_runs(properties=window))
-        seen = {r.id for r in runs}
+            for runs in client.run_pages(window):
+                out.note(runs, store.upsert_runs(runs, now, on_skip=skip))
+                read_unfinished.update(r.id for r in runs if r.state not in FINISHED_STATES)
         horizon = now - UNFINISHED_HORIZON
-        unfinished = [i for i in store.unfinished_run_ids(mark.sandbox, horizon) if i not in seen]
+        ids = store.unfinished_run_ids(mark.sandbox, horizon)
+        unfinished = [i for i in ids if i not in read_unfinished]
         if unfinished:
-            runs.extend(client.runs_by_ids(unfinished))
-    return Fetched(flows, runs, getattr(client, "server_time", None))
+            runs = client.runs_by_ids(unfinished)
+            out.note(runs, store.upsert_runs(runs, now, on_skip=skip))
+    out.api_time = getattr(client, "server_time", None)
+    return out
 
 
 def _ms(at: datetime) -> int:
@@ -139,13 +169,13 @@ def _ms(at: datetime) -> int:
 
 
 def next_watermark(
-    previous: datetime | None, now: datetime, api_time: datetime | None, runs: Sequence[Run]
+    previous: datetime | None, now: datetime, api_time: datetime | None, newest: datetime | None
 ) -> datetime | None:
     """Where the next cycle reads runs from: what the API itself has shown (its Date
-    header, else the newest start among `runs`), never past the local clock, less
-    CLOCK_SKEW, and never before `previous`. A local clock that jumps ahead cannot
-    move it past runs the API has not shown yet; a hostile Date cannot rewind it."""
-    shown = api_time or max((r.started_at for r in runs if r.started_at), default=None)
+    header, else `newest`, the newest start among the runs read), never past the local
+    clock, less CLOCK_SKEW, and never before `previous`. A local clock that jumps ahead
+    cannot move it past runs the API has not shown yet; a hostile Date cannot rewind it."""
+    shown = api_time or newest
     if shown is None:
         return previous
     mark = min(shown, now) - CLOCK_SKEW
@@ -322,11 +352,14 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
 
     try:
         mark = store.watermark(sandbox)
-        fetched = fetch(client, store, mark, deps.ruleset, now)
-        report.api_requests = _request_count(client) - requests_before
-        report.runs_read = len(fetched.runs)
-        deps.step("fetched")
-        _decide(deps, sandbox, mark, fetched, now, report, at)
+        with store.transaction():
+            fetched = fetch(client, store, mark, deps.ruleset, now, on_skip=report.skip)
+            report.api_requests = _request_count(client) - requests_before
+            report.runs_read = fetched.runs_read
+            report.runs_new = len(fetched.changed)
+            deps.step("fetched")
+            deps.step("stored")
+            _decide(deps, sandbox, mark, fetched, now, report, at)
     except FlowAPIError as exc:
         _fail(deps, mark, now, report, str(exc))
     except StoreError as exc:
@@ -341,6 +374,9 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
     return report
 
 
+JUDGE_BATCH = 1000  # flows judged together: memory follows the batch, not the flows watched
+
+
 def _decide(
     deps: Deps,
     sandbox: str,
@@ -350,67 +386,103 @@ def _decide(
     report: CycleReport,
     at: Callable[[str], None],
 ) -> None:
-    """Store → evaluate → alerts → route → outbox and watermark, in one transaction;
-    `at(stage)` is told each stage as it starts."""
+    """Evaluate → alerts → route → outbox and watermark, in the caller's transaction
+    (with what fetch stored); `at(stage)` is told each stage as it starts.
+
+    Judged are the flows whose runs changed, that have unfinished runs or firing
+    alerts (so that they resolve once clear), that the refresh changed, and those
+    whose flow-level rules came due (`flows.due`, set here after each judgement): the
+    cost follows what changed and what fires, not how many flows are watched. They
+    are judged in batches, so that only one batch's flows and runs are held at once."""
+    ruleset, store = deps.ruleset, deps.store
+    at("evaluate")
+    store.due_rules(_rules_fingerprint(ruleset))
+    firing = store.firing_alerts(sandbox)
+    watched = (
+        set(fetched.changed.values())
+        | set(store.unfinished_run_flow_ids(sandbox))
+        | {a.flow_id for a in firing}
+    )
+    judged = sorted(watched | fetched.flows_changed | set(store.flows_due(sandbox, now)))
+    changed_ids = set(fetched.changed)
+    silences = store.silences(now)
+    changes: list[alerts.Change] = []
+    alert_ids: dict[tuple[str, str], int] = {}
+    for start in range(0, len(judged), JUDGE_BATCH):
+        batch = judged[start : start + JUDGE_BATCH]
+        changes_, ids = _judge(
+            deps, sandbox, batch, watched, changed_ids, firing, silences, now, report
+        )
+        changes += changes_
+        alert_ids.update(ids)
+    deps.step("evaluated")
+
+    at("alerts")
+    outgoing = alerts.plan([c for c in changes if c.key in alert_ids], ruleset.group_at)
+    templates = templates_dir(ruleset, deps.settings.templates)
+    origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
+    at("route")
+    messages = route(
+        outgoing, ruleset, alert_ids, templates, store, [o for o in origins if o],
+        on_skip=report.skip,
+    )  # fmt: skip
+    if mark.degraded_announced:
+        messages += meta_messages(
+            ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"
+        )
+    at("outbox")
+    report.queued = store.enqueue(messages, now)
+    store.set_watermark(
+        replace(
+            mark, runs_since=next_watermark(mark.runs_since, now, fetched.api_time, fetched.newest_start), last_cycle=now, last_ok=now, failing_since=None,
+            degraded_announced=False, last_error=None,
+            flows_refreshed=now if _full_refresh_due(mark, now) else mark.flows_refreshed,
+        )
+    )  # fmt: skip
+    store.prune(now - ruleset.retention)
+    deps.step("committed")
+
+
+def _judge(
+    deps: Deps,
+    sandbox: str,
+    batch: list[str],
+    watched: set[str],
+    changed_ids: set[str],
+    firing: Sequence[Any],
+    silences: Sequence[Any],
+    now: datetime,
+    report: CycleReport,
+) -> tuple[list[alerts.Change], dict[tuple[str, str], int]]:
+    """Judge one batch of flows, write its alert changes and the flows' next due times."""
     from flowbot.aep.parse import parse_run
-    from flowbot.evaluate import evaluate
+    from flowbot.evaluate import evaluate, next_due
 
     ruleset, store = deps.ruleset, deps.store
-    at("store")
-    with store.transaction():
-        store.upsert_flows(fetched.flows, now, on_skip=report.skip)
-        changed = store.upsert_runs(fetched.runs, now, on_skip=report.skip)
-        report.runs_new = len(changed)
-        deps.step("stored")
+    flows = store.flows_by_ids(batch)
+    by_id = {f.id: f for f in flows}
+    history = store.recent_runs(
+        [f for f in batch if f in watched], _history_depth(ruleset), parse_run,
+        full=changed_ids, on_skip=report.skip,
+    )  # fmt: skip
+    evaluation = evaluate(ruleset, flows, history, changed_ids, now)
+    report.findings += len(evaluation.findings)
+    if evaluation.skipped:  # evaluate logged each one already
+        report.skipped["evaluate"] = report.skipped.get("evaluate", 0) + len(evaluation.skipped)
+    report.judged += len(batch)
+    store.set_due({f.id: next_due(ruleset, f, history.get(f.id, ())) for f in flows})
+    in_batch = set(batch)
+    changes = alerts.decide(
+        ruleset, [a for a in firing if a.flow_id in in_batch], evaluation, silences, by_id,
+        history, now,
+    )  # fmt: skip
+    return changes, _apply(store, sandbox, changes, now, report)
 
-        flows = store.flows(sandbox)
-        by_id = {f.id: f for f in flows}
-        unfinished = set(store.unfinished_run_flow_ids(sandbox))
-        firing = store.firing_alerts(sandbox)
-        # Runs are judged as they arrive or change (and unfinished ones as time passes),
-        # and firing alerts' flows every cycle, so that they resolve once clear: the
-        # cost follows what changed and what fires, not how many flows are watched.
-        watched = {r.flow_id for r in changed} | unfinished | {a.flow_id for a in firing}
-        changed_ids = {r.id for r in changed}
-        history = store.recent_runs(
-            sorted(watched), _history_depth(ruleset), parse_run, full=changed_ids,
-            on_skip=report.skip,
-        )  # fmt: skip
-        at("evaluate")
-        evaluation = evaluate(ruleset, flows, history, changed_ids, now)
-        report.findings = len(evaluation.findings)
-        if evaluation.skipped:  # evaluate logged each one already
-            report.skipped["evaluate"] = report.skipped.get("evaluate", 0) + len(evaluation.skipped)
-        deps.step("evaluated")
 
-        at("alerts")
-        changes = alerts.decide(
-            ruleset, firing, evaluation, store.silences(now), by_id, history, now
-        )
-        alert_ids = _apply(store, sandbox, changes, now, report)
-        outgoing = alerts.plan([c for c in changes if c.key in alert_ids], ruleset.group_at)
-        templates = templates_dir(ruleset, deps.settings.templates)
-        origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
-        at("route")
-        messages = route(
-            outgoing, ruleset, alert_ids, templates, store, [o for o in origins if o],
-            on_skip=report.skip,
-        )  # fmt: skip
-        if mark.degraded_announced:
-            messages += meta_messages(
-                ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"
-            )
-        at("outbox")
-        report.queued = store.enqueue(messages, now)
-        store.set_watermark(
-            replace(
-                mark, runs_since=next_watermark(mark.runs_since, now, fetched.api_time, fetched.runs), last_cycle=now, last_ok=now, failing_since=None,
-                degraded_announced=False, last_error=None,
-                flows_refreshed=now if _full_refresh_due(mark, now) else mark.flows_refreshed,
-            )
-        )  # fmt: skip
-        store.prune(now - ruleset.retention)
-        deps.step("committed")
+def _rules_fingerprint(ruleset: Any) -> str:
+    """What the flows' due times depend on: the flow-level rules, as configured."""
+    rules = sorted((r for r in ruleset.rules if r.type == "missing_run"), key=lambda r: r.name)
+    return hashlib.sha256(repr(rules).encode()).hexdigest()
 
 
 def _log_skips(deps: Deps, report: CycleReport) -> None:

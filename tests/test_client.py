@@ -56,6 +56,7 @@ class FlowService:
         self.runs = runs
         self.flows = flows
         self.page_size = page_size
+        self.ignores_limit = False  # page at page_size whatever `limit` asks
         self.faults: list[tuple[int, dict[str, str], Any]] = []
         self.seen: list[Seen] = []
         self.tokens: set[str] = set()
@@ -123,7 +124,8 @@ class FlowService:
             field = query["orderby"][0]
             items = sorted(items, key=lambda i: _get(i, field.lstrip("+-")) or 0)
             items.reverse() if field.startswith("-") else None
-        size = int(query.get("limit", [self.page_size])[0])
+        asked = int(query.get("limit", [self.page_size])[0])
+        size = self.page_size if self.ignores_limit else asked
         start = int(query.get("continuationToken", ["0"])[0])
         body: dict[str, Any] = {"items": items[start : start + size], "_links": {}}
         if start + size < len(items):
@@ -197,7 +199,15 @@ def client(service: FlowService, waits: Waits) -> Iterator[FlowClient]:
     flow.close()
 
 
+def test_a_listing_asks_for_the_largest_page(client, service):
+    runs = client.list_runs()
+    assert len(runs) == 100 and len({r.id for r in runs}) == 100
+    assert [s.query.get("limit") for s in service.seen] == [["100"]]
+    assert client.stats.pages == 1
+
+
 def test_paging_follows_relative_next_links_to_the_end(client, service):
+    service.ignores_limit = True  # pages of 10 whatever flowbot asks
     runs = client.list_runs()
     assert len(runs) == 100 and len({r.id for r in runs}) == 100
     assert len(service.seen) == 10
@@ -216,6 +226,7 @@ def test_next_link_may_be_absolute(client, service):
 
 
 def test_every_request_carries_the_four_headers(client, service):
+    service.ignores_limit = True
     client.list_flows()
     client.get_run("run-3-1")
     assert len(service.seen) == 4

@@ -70,6 +70,9 @@ MAX_ATTEMPTS = 5  # tries of one request
 MAX_RESPONSE_BYTES = 64 * 2**20  # one answer's body (decompressed); larger is an error
 MAX_PAGES = 10_000  # pages of one listing (a million runs at 100 a page)
 MAX_RETRY_AFTER = 60.0  # seconds: a longer Retry-After is clamped to this
+# Items asked per page (`limit`): the largest page Adobe documents for GET /runs (100);
+# a server that pages smaller, or ignores `limit`, is still followed page by page.
+PAGE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class FlowClient:
         max_pages: int = MAX_PAGES,
         other_origins: Sequence[str] = (),
         wall: Callable[[], datetime] | None = None,
+        page_size: int | None = PAGE_SIZE,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.tokens = tokens
@@ -132,6 +136,7 @@ class FlowClient:
         self.max_url = max_url
         self.max_bytes = max_bytes
         self.max_pages = max(1, max_pages)
+        self.page_size = max(1, page_size) if page_size is not None else None
         # Credentials go to these origins only: the API's, and e.g. the Data Access API's.
         self.origins = frozenset(
             o for o in (origin(self.base_url), *map(origin, other_origins)) if o
@@ -167,7 +172,7 @@ class FlowClient:
         """Every flow matching all `properties` filters (e.g.
         `lastRunDetails.startedAtUTC>=1670880253121`), following every page. `limit`
         is sent as the page size and also caps the number returned; None means all."""
-        return self._list("/flows", query(properties, orderby, limit), parse_flow, limit)
+        return self._list("/flows", query(properties, orderby, self._page(limit)), parse_flow, limit)
 
     def get_flow(self, flow_id: str) -> Flow:
         """One flow. Raises FlowAPIError (status 404) when it is absent."""
@@ -182,7 +187,16 @@ class FlowClient:
         """Every run matching all `properties` filters (e.g.
         `metrics.durationSummary.startedAtUTC>=<ms>`), following every page. `limit` is
         sent as the page size and also caps the number returned; None means all."""
-        return self._list("/runs", query(properties, orderby, limit), parse_run, limit)
+        return self._list("/runs", query(properties, orderby, self._page(limit)), parse_run, limit)
+
+    def flow_pages(self, properties: Sequence[str] = ()) -> Iterator[list[Flow]]:
+        """The flows matching all `properties`, one page at a time (parsed; a malformed
+        item is skipped), so that a caller can store each page and let it go."""
+        return self._parsed_pages("/flows", query(properties, None, self.page_size), parse_flow)
+
+    def run_pages(self, properties: Sequence[str] = ()) -> Iterator[list[Run]]:
+        """The runs matching all `properties`, one page at a time (see `flow_pages`)."""
+        return self._parsed_pages("/runs", query(properties, None, self.page_size), parse_run)
 
     def get_run(self, run_id: str) -> Run:
         """One run. Raises FlowAPIError (status 404) when it is absent."""
@@ -238,7 +252,23 @@ class FlowClient:
         self, path: str, params: Params, parse: Callable[[Any], T], limit: int | None
     ) -> list[T]:
         out: list[T] = []
+        for page in self._parsed_pages(path, params, parse):
+            out.extend(page)
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
+
+    def _page(self, limit: int | None) -> int | None:
+        """The `limit` to send: the page size, or less when the caller wants fewer."""
+        if limit is None or self.page_size is None:
+            return limit if limit is not None else self.page_size
+        return min(limit, self.page_size)
+
+    def _parsed_pages(
+        self, path: str, params: Params, parse: Callable[[Any], T]
+    ) -> Iterator[list[T]]:
         for page in self._pages_of(path, params):
+            out: list[T] = []
             for item in items_of(page):
                 try:
                     check_depth(item)
@@ -252,9 +282,7 @@ class FlowClient:
                         path,
                         exc,
                     )
-                if limit is not None and len(out) >= limit:
-                    return out
-        return out
+            yield out
 
     def _pages_of(self, path: str, params: Params) -> Iterator[dict[str, Any]]:
         """Every page of a listing. A next link that repeats a page already read (a
@@ -300,7 +328,7 @@ class FlowClient:
         out: list[Run] = []
         for chunk in self._chunks(path, key, list(dict.fromkeys(values)), extra):
             properties = [f"{key}=={','.join(chunk)}", *extra]
-            out.extend(self._list(path, query(properties, None, None), parse_run, None))
+            out.extend(self._list(path, query(properties, None, self.page_size), parse_run, None))
         return out
 
     def _chunks(

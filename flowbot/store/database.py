@@ -41,6 +41,9 @@ from flowbot.store.schema import MIGRATIONS
 # Told about each item the store leaves out: (stage, item, reason).
 OnSkip = Callable[[str, str, str], None]
 # What a run or flow may raise while its row is built (hostile values, deep JSON).
+# What rules read of a flow: a flow whose row changes in these is judged again.
+SHAPE = ("name", "state", "frequency", "interval", "schedule_start", "last_run_started")
+NEVER_DUE = 2**62  # ms: a flow whose flow-level rules can never come due by time alone
 BAD_ITEM = (ValueError, TypeError, OverflowError, RecursionError, AttributeError)
 
 
@@ -214,8 +217,11 @@ class Store:
 
     # -------------------------------------------------------------- flows
 
-    def upsert_flows(self, flows: Iterable[Flow], now: datetime, on_skip: OnSkip = _ignore) -> None:
-        """Store the flows; one whose row cannot be built is left out and told to
+    def upsert_flows(
+        self, flows: Iterable[Flow], now: datetime, on_skip: OnSkip = _ignore
+    ) -> set[str]:
+        """Store the flows; return the ids of those new or changed (their rules must be
+        judged again). One whose row cannot be built is left out and told to
         `on_skip("store", "flow <id>", reason)`."""
         rows = []
         for f in flows:
@@ -227,7 +233,7 @@ class Store:
                 continue
             rows.append(row)
         if not rows:
-            return
+            return set()
         with self.guard():
             # Keep the newest known last run when the payload is older than what runs told us.
             known = self._last_starts([r["id"] for r in rows])
@@ -235,7 +241,66 @@ class Store:
                 old = known.get(r["id"])
                 if old is not None and (r["last_run_started"] or 0) < old[1]:
                     r["last_run_id"], r["last_run_started"], r["last_run_state"] = old
-            self._upsert_rows("flows", "flow", rows, on_skip)
+            before = self._flow_shapes([r["id"] for r in rows])
+            failed = self._upsert_rows("flows", "flow", rows, on_skip)
+            changed = {
+                r["id"] for r in rows
+                if r["id"] not in failed and before.get(r["id"]) != tuple(r[k] for k in SHAPE)
+            }  # fmt: skip
+            self._set_due(dict.fromkeys(changed))
+        return changed
+
+    def _flow_shapes(self, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """What rules read of each stored flow, to tell which flows a refresh changed."""
+        out: dict[str, tuple[Any, ...]] = {}
+        for chunk in chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._rows(
+                f"SELECT id, {', '.join(SHAPE)} FROM flows WHERE id IN ({marks})", chunk
+            ):
+                out[row["id"]] = tuple(row[k] for k in SHAPE)
+        return out
+
+    def flows_by_ids(self, ids: Sequence[str]) -> list[Flow]:
+        out = []
+        for chunk in chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            out += [
+                flow_from_row(r)
+                for r in self._rows(f"SELECT * FROM flows WHERE id IN ({marks})", chunk)
+            ]
+        return out
+
+    def flows_due(self, sandbox: str, now: datetime) -> list[str]:
+        """Flows whose flow-level rules are due to be judged at `now` (or never were)."""
+        rows = self._rows(
+            "SELECT id FROM flows WHERE sandbox = ? AND (due IS NULL OR due <= ?)",
+            (sandbox, to_ms(now)),
+        )
+        return [r["id"] for r in rows]
+
+    def set_due(self, due: Mapping[str, datetime | None]) -> None:
+        """When each flow's flow-level rules next need judging (None: never, until the
+        flow, its runs or the rules change)."""
+        self._set_due({k: NEVER_DUE if v is None else sqlite_int(to_ms(v)) for k, v in due.items()})
+
+    def _set_due(self, due: Mapping[str, int | None]) -> None:
+        with self.guard():
+            self.db.conn.executemany(
+                "UPDATE flows SET due = ? WHERE id = ?", [(v, k) for k, v in due.items()]
+            )
+
+    def due_rules(self, fingerprint: str) -> None:
+        """Forget every flow's due time when the rules they were computed for changed."""
+        with self.guard():
+            row = self.db.execute("SELECT value FROM settings WHERE key = 'due_rules'").fetchone()
+            if row is not None and row[0] == fingerprint:
+                return
+            self.db.execute("UPDATE flows SET due = NULL")
+            self.db.execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES ('due_rules', ?)",
+                (fingerprint,),
+            )
 
     @staticmethod
     def _flow_row(f: Flow, now: datetime) -> dict[str, Any]:

@@ -89,8 +89,18 @@ def m003_channel_delivery_state(db: sqlite_utils.Database) -> None:
     )
 
 
+def m004_flow_due(db: sqlite_utils.Database) -> None:
+    """When each flow's flow-level rules next need judging (ms; NULL: at the next
+    cycle), so that a quiet cycle judges only the flows that came due, not every flow;
+    and the fingerprint of the rules those times were computed for."""
+    db.execute("ALTER TABLE flows ADD COLUMN due INTEGER")
+    db.execute("CREATE INDEX flows_due ON flows(sandbox, due)")
+    db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_initial,
     m002_grouped_messages,
     m003_channel_delivery_state,
+    m004_flow_due,
 ]
