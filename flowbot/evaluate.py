@@ -357,10 +357,11 @@ def judge_missing_run(
     return [finding], False
 
 
-def next_due(ruleset: RuleSet, flow: Flow, runs: Sequence[Run]) -> datetime | None:
-    """The first moment a missing_run rule could find `flow` missing, if no run comes
-    (its due time plus grace; None: never by time alone). Until then, and unless the
-    flow, its runs or the rules change, judging the flow again finds nothing new."""
+def next_due(ruleset: RuleSet, flow: Flow, runs: Sequence[Run], now: datetime) -> datetime | None:
+    """The first moment after `now` a missing_run rule could find `flow` missing, if no
+    run comes (its due time plus grace; None: never by time alone). Until then, and
+    unless the flow, its runs or the rules change, judging the flow again finds nothing
+    new: a flow already missing stays missing until a run or the flow changes."""
     if not flow.is_enabled:
         return None
     starts = [r.started_at for r in runs if r.started_at is not None]
@@ -371,7 +372,7 @@ def next_due(ruleset: RuleSet, flow: Flow, runs: Sequence[Run]) -> datetime | No
     for rule in ruleset.rules:
         if rule.enabled and rule.type == "missing_run" and rule.flows.matches(flow):
             due = due_at(rule, flow, last)
-            if due is not None:
+            if due is not None and due + rule.grace >= now:
                 moments.append(due + rule.grace)
     return min(moments, default=None)
 

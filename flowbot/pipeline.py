@@ -389,10 +389,12 @@ def _decide(
     """Evaluate → alerts → route → outbox and watermark, in the caller's transaction
     (with what fetch stored); `at(stage)` is told each stage as it starts.
 
-    Judged are the flows whose runs changed, that have unfinished runs or firing
-    alerts (so that they resolve once clear), that the refresh changed, and those
-    whose flow-level rules came due (`flows.due`, set here after each judgement): the
-    cost follows what changed and what fires, not how many flows are watched. They
+    Judged are the flows whose runs changed, that have unfinished runs, that the
+    refresh changed, whose flow-level rules came due (`flows.due`, set here after each
+    judgement; all of them when the rules change), and whose firing alerts may repeat
+    or are muted: the cost follows what changed and what comes due, not how many flows
+    are watched. A firing alert's condition can only clear through one of these (a
+    run, the flow, the rules), so the others are left alone. They
     are judged in batches, so that only one batch's flows and runs are held at once."""
     ruleset, store = deps.ruleset, deps.store
     at("evaluate")
@@ -401,7 +403,7 @@ def _decide(
     watched = (
         set(fetched.changed.values())
         | set(store.unfinished_run_flow_ids(sandbox))
-        | {a.flow_id for a in firing}
+        | {a.flow_id for a in firing if _firing_due(ruleset, a, now)}
     )
     judged = sorted(watched | fetched.flows_changed | set(store.flows_due(sandbox, now)))
     changed_ids = set(fetched.changed)
@@ -410,9 +412,7 @@ def _decide(
     alert_ids: dict[tuple[str, str], int] = {}
     for start in range(0, len(judged), JUDGE_BATCH):
         batch = judged[start : start + JUDGE_BATCH]
-        changes_, ids = _judge(
-            deps, sandbox, batch, watched, changed_ids, firing, silences, now, report
-        )
+        changes_, ids = _judge(deps, sandbox, batch, changed_ids, firing, silences, now, report)
         changes += changes_
         alert_ids.update(ids)
     deps.step("evaluated")
@@ -447,7 +447,6 @@ def _judge(
     deps: Deps,
     sandbox: str,
     batch: list[str],
-    watched: set[str],
     changed_ids: set[str],
     firing: Sequence[Any],
     silences: Sequence[Any],
@@ -462,7 +461,7 @@ def _judge(
     flows = store.flows_by_ids(batch)
     by_id = {f.id: f for f in flows}
     history = store.recent_runs(
-        [f for f in batch if f in watched], _history_depth(ruleset), parse_run,
+        batch, _history_depth(ruleset), parse_run,
         full=changed_ids, on_skip=report.skip,
     )  # fmt: skip
     evaluation = evaluate(ruleset, flows, history, changed_ids, now)
@@ -470,7 +469,7 @@ def _judge(
     if evaluation.skipped:  # evaluate logged each one already
         report.skipped["evaluate"] = report.skipped.get("evaluate", 0) + len(evaluation.skipped)
     report.judged += len(batch)
-    store.set_due({f.id: next_due(ruleset, f, history.get(f.id, ())) for f in flows})
+    store.set_due({f.id: next_due(ruleset, f, history.get(f.id, ()), now) for f in flows})
     in_batch = set(batch)
     changes = alerts.decide(
         ruleset, [a for a in firing if a.flow_id in in_batch], evaluation, silences, by_id,
@@ -479,10 +478,19 @@ def _judge(
     return changes, _apply(store, sandbox, changes, now, report)
 
 
+def _firing_due(ruleset: Any, alert: Any, now: datetime) -> bool:
+    """Whether a firing alert's flow must be judged although nothing changed: its
+    repeat is due, it is muted (a silence may have ended) or was never announced."""
+    rule = ruleset.rule(alert.rule)
+    if rule is None or not rule.enabled or alert.muted or alert.last_notified is None:
+        return True
+    return bool(now - alert.last_notified >= rule.repeat_after)
+
+
 def _rules_fingerprint(ruleset: Any) -> str:
-    """What the flows' due times depend on: the flow-level rules, as configured."""
-    rules = sorted((r for r in ruleset.rules if r.type == "missing_run"), key=lambda r: r.name)
-    return hashlib.sha256(repr(rules).encode()).hexdigest()
+    """What every flow's judgement depends on besides its runs: the rules as configured."""
+    parts = (ruleset.rules, ruleset.lookback, ruleset.timezone)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def _log_skips(deps: Deps, report: CycleReport) -> None:

@@ -172,7 +172,9 @@ class FlowClient:
         """Every flow matching all `properties` filters (e.g.
         `lastRunDetails.startedAtUTC>=1670880253121`), following every page. `limit`
         is sent as the page size and also caps the number returned; None means all."""
-        return self._list("/flows", query(properties, orderby, self._page(limit)), parse_flow, limit)
+        return self._list(
+            "/flows", query(properties, orderby, self._page(limit)), parse_flow, limit
+        )
 
     def get_flow(self, flow_id: str) -> Flow:
         """One flow. Raises FlowAPIError (status 404) when it is absent."""
