@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, WORK
@@ -175,9 +174,13 @@ def measure_size(flows: int) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
+def run() -> dict[str, Any]:
     sizes = [int(x) for x in os.environ.get("BENCH_GROWTH", "1000,10000,50000").split(",")]
-    results = [measure_size(n) for n in sizes]
+    return {"sizes": [measure_size(n) for n in sizes]}
+
+
+def main() -> None:
+    results = run()["sizes"]
     out = ROOT / "bench" / "results" / "growth.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -49,6 +49,16 @@ def with_client(sim: Served) -> tuple[float, int, list[str]]:
 
 
 def with_bare_requests(sim: Served) -> tuple[float, int, list[str]]:
+    return _bare(sim, lambda response: response.json())
+
+
+def with_bare_orjson(sim: Served) -> tuple[float, int, list[str]]:
+    import orjson
+
+    return _bare(sim, lambda response: orjson.loads(response.content))
+
+
+def _bare(sim: Served, decode: Any) -> tuple[float, int, list[str]]:
     headers = {
         "Authorization": f"Bearer {sim.static_token}",
         "x-api-key": sim.client_id,
@@ -64,7 +74,7 @@ def with_bare_requests(sim: Served) -> tuple[float, int, list[str]]:
             response = session.get(url, headers=headers, timeout=30)
             response.raise_for_status()
             count += 1
-            page: dict[str, Any] = response.json()
+            page: dict[str, Any] = decode(response)
             ids.extend(item["id"] for item in page["items"])
             href = (page.get("_links") or {}).get("next", {}).get("href")
             url = urljoin(sim.url + "/", href.lstrip("/")) if href else None
@@ -106,22 +116,29 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict[str, Any]] = {}
     try:
         sim, expected = ready.get(timeout=600)
-        for name, measure in (("bare_requests", with_bare_requests), ("flowbot", with_client)):
-            times, counts = [], []
-            for _ in range(args.repeat):
+        ways = (
+            ("bare_requests", with_bare_requests),
+            ("bare_orjson", with_bare_orjson),
+            ("flowbot", with_client),
+        )
+        times: dict[str, list[float]] = {name: [] for name, _ in ways}
+        counts: dict[str, list[int]] = {name: [] for name, _ in ways}
+        for _ in range(args.repeat):  # interleaved, so that the machine's load hits all alike
+            for name, measure in ways:
                 elapsed, made, ids = measure(sim)
-                times.append(elapsed)
-                counts.append(made)
+                times[name].append(elapsed)
+                counts[name].append(made)
                 dupes = [i for i, n in Counter(ids).items() if n > 1]
                 if len(ids) != len(expected) or set(ids) != expected or dupes:
                     print(f"{name}: saw {len(ids)} runs, {len(dupes)} duplicated", file=sys.stderr)
                     return 1
+        for name, _ in ways:
             figures[name] = {
-                "median_s": round(statistics.median(times), 3),
-                "min_s": round(min(times), 3),
-                "max_s": round(max(times), 3),
-                "times_s": [round(t, 3) for t in times],
-                "requests": counts[0],
+                "median_s": round(statistics.median(times[name]), 3),
+                "min_s": round(min(times[name]), 3),
+                "max_s": round(max(times[name]), 3),
+                "times_s": [round(t, 3) for t in times[name]],
+                "requests": counts[name][0],
                 "runs_seen": len(expected),
                 "each_run_once": True,
             }
@@ -129,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         child.join(timeout=30)
         ready.close()
-    ratio = figures["flowbot"]["median_s"] / figures["bare_requests"]["median_s"]
+    ratio = figures["flowbot"]["median_s"] / figures["bare_orjson"]["median_s"]
     result = {
         "benchmark": "list_runs",
         "runs": args.runs,
@@ -139,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "results": figures,
-        "ratio_flowbot_to_bare": round(ratio, 3),
-        "target_ratio": 1.3,
+        "ratio_flowbot_to_bare": round(ratio, 3),  # the bare loop decoding with orjson
+        "ratio_flowbot_to_bare_requests": round(
+            figures["flowbot"]["median_s"] / figures["bare_requests"]["median_s"], 3
+        ),
+        "target_ratio": 1.1,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -152,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:15}{row['median_s']:>10.2f}{spread:>18}{row['requests']:>10}"
             f"{'yes' if row['each_run_once'] else 'no':>11}"
         )
-    print(f"\nflowbot / bare requests: {ratio:.2f}x (target <= 1.3x); written to {RESULTS}")
+    print(f"\nflowbot / bare orjson loop: {ratio:.2f}x (target <= 1.1x); written to {RESULTS}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Startup: the wall time of `flowbot --help`, as a user's shell runs it.
+"""Startup: the wall time of `flowbot --help` and `flowbot rules check`, as a user's
+shell runs them.
 
     .venv/bin/python -m bench.startup      (BENCH_STARTUP_RUNS, default 10)
 
@@ -28,11 +29,20 @@ def wall(command: list[str]) -> float:
 def run(runs: int | None = None) -> dict[str, Any]:
     runs = runs or size("STARTUP_RUNS", 10)
     flowbot = str(Path(sys.executable).with_name("flowbot"))
-    commands = {"flowbot_help": [flowbot, "--help"], "python_bare": [sys.executable, "-c", "pass"]}
+    commands = {
+        "flowbot_help": [flowbot, "--help"],
+        "rules_check": [flowbot, "rules", "check", str(ROOT / "rules.yaml")],
+        "python_bare": [sys.executable, "-c", "pass"],
+    }
     result: dict[str, Any] = {"runs": runs}
-    for name, command in commands.items():
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for command in commands.values():
         wall(command)
-        result[name] = summary([wall(command) for _ in range(runs)])
+    for _ in range(runs):  # interleaved, so that the machine's load hits all alike
+        for name, command in commands.items():
+            times[name].append(wall(command))
+    for name in commands:
+        result[name] = summary(times[name])
     return result
 
 
