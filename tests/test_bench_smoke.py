@@ -13,7 +13,7 @@ TINY = {
     "BENCH_LIST_RUNS": "300", "BENCH_LIST_FLOWS": "30", "BENCH_FLOWS": "60",
     "BENCH_NEW_RUNS": "6", "BENCH_STORED": "60", "BENCH_STORED_LARGE": "600",
     "BENCH_REPEAT": "2", "BENCH_NAIVE_REPEAT": "1", "BENCH_LATENCY_SAMPLES": "1",
-    "BENCH_POLL_SECONDS": "1", "BENCH_STARTUP_RUNS": "2", "BENCH_MEMORY_CYCLES": "12",
+    "BENCH_POLL_SECONDS": "1", "BENCH_STARTUP_RUNS": "2", "BENCH_MEMORY_CYCLES": "12", "BENCH_GROWTH": "60",
 }  # fmt: skip
 
 
@@ -26,7 +26,9 @@ def test_the_bench_runs_on_tiny_sizes_and_writes_every_row(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     figures = [row["figure"] for row in results["table"]]
-    assert len(figures) == 8, figures
+    assert len(figures) == 12, figures  # 3 of growth, 2 of start-up
+    [grown] = results["growth"]["sizes"]
+    assert grown["flows"] == 60 and grown["first"]["hwm_mb"] > 0 and grown["quiet"]["code"] == 0
     cycle = results["cycle"]["stored"]
     assert set(cycle) == {"60", "600"}
     assert cycle["600"]["stored_runs_after"] >= 600 + 6
