@@ -126,7 +126,7 @@ def fetch(
     on_skip: Callable[[str, str, str], None] | None = None,
 ) -> Fetched:
     """Read what changed and store it page by page (inside the caller's transaction):
-    flows that ran (or all, hourly), the runs of the read windows (`flowbot.windows`:
+    every flow hourly (otherwise only flows first met through a run), the runs of the read windows (`flowbot.windows`:
     started since the watermark less an overlap, plus one small slice per age up to
     `late_arrival` for runs that show up late), and the runs still unfinished last time;
     all of it within FETCH_BUDGET seconds (past it, a FlowAPIError fails the cycle).
@@ -139,15 +139,12 @@ def fetch(
         late_arrival=ruleset.late_arrival,
         lookback=ruleset.lookback,
     )
-    since_ms = _ms(windows[-1][0])
     out = Fetched()
     budget = getattr(client, "budget", None)
     with budget(FETCH_BUDGET) if budget is not None else nullcontext():
-        recent = (
-            [] if _full_refresh_due(mark, now) else [f"lastRunDetails.startedAtUTC>={since_ms}"]
-        )
-        for flows in client.flow_pages(recent):
-            out.flows_changed |= store.upsert_flows(flows, now, on_skip=skip)
+        if _full_refresh_due(mark, now):
+            for flows in client.flow_pages():
+                out.flows_changed |= store.upsert_flows(flows, now, on_skip=skip)
         read_unfinished: set[str] = set()
         for start, end in windows:
             window = [f"{STARTED}>={_ms(start)}"] + ([f"{STARTED}<{_ms(end)}"] if end else [])
@@ -160,6 +157,10 @@ def fetch(
         if unfinished:
             runs = client.runs_by_ids(unfinished)
             out.note(runs, store.upsert_runs(runs, now, on_skip=skip))
+        # Between full refreshes, only flows first met through their runs are read.
+        unknown = store.unknown_flow_ids(sorted(set(out.changed.values())))
+        if unknown:
+            out.flows_changed |= store.upsert_flows(client.flows_by_ids(unknown), now, on_skip=skip)
     out.api_time = getattr(client, "server_time", None)
     return out
 

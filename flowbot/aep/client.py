@@ -212,6 +212,11 @@ class FlowClient:
         allows. An empty list asks nothing."""
         return self._by_values("/runs", "id", ids, [])
 
+    def flows_by_ids(self, ids: Sequence[str]) -> list[Flow]:
+        """The flows with these ids (those that exist), in as few requests as URL length
+        allows. An empty list asks nothing."""
+        return self._by_values("/flows", "id", ids, [], parse_flow)
+
     def runs_of_flows(self, flow_ids: Sequence[str], since: datetime | None) -> list[Run]:
         """Runs of these flows that started at or after `since` (all when None), in as
         few requests as URL length allows. An empty list of flows asks nothing."""
@@ -326,11 +331,18 @@ class FlowClient:
         endpoint = urlsplit(self.base_url + path).path
         return FlowAPIError(f"Flow Service GET {endpoint} in sandbox {self.sandbox!r}: {why}")
 
-    def _by_values(self, path: str, key: str, values: Sequence[str], extra: list[str]) -> list[Run]:
-        out: list[Run] = []
+    def _by_values(
+        self,
+        path: str,
+        key: str,
+        values: Sequence[str],
+        extra: list[str],
+        parse: Callable[[Any], T] = parse_run,  # type: ignore[assignment]
+    ) -> list[T]:
+        out: list[T] = []
         for chunk in self._chunks(path, key, list(dict.fromkeys(values)), extra):
             properties = [f"{key}=={','.join(chunk)}", *extra]
-            out.extend(self._list(path, query(properties, None, self.page_size), parse_run, None))
+            out.extend(self._list(path, query(properties, None, self.page_size), parse, None))
         return out
 
     def _chunks(

@@ -261,6 +261,15 @@ class Store:
                 out[row["id"]] = tuple(row[k] for k in SHAPE)
         return out
 
+    def unknown_flow_ids(self, ids: Sequence[str]) -> list[str]:
+        """Those of `ids` that no stored flow has."""
+        known: set[str] = set()
+        for chunk in chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self._rows(f"SELECT id FROM flows WHERE id IN ({marks})", chunk)
+            known.update(r["id"] for r in rows)
+        return [i for i in ids if i not in known]
+
     def flows_by_ids(self, ids: Sequence[str]) -> list[Flow]:
         out = []
         for chunk in chunks(list(ids), 500):
