@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from flowbot.aep.auth import TokenProvider, client_from_settings, tokens_from_settings
+from flowbot.aep.client import Limits
 from flowbot.errors import ConfigError, FlowAPIError
 from flowbot.settings import Secret, Settings
 
@@ -194,7 +195,7 @@ def test_settings_choose_static_token_or_client_credentials(ims):
     settings = Settings(
         ims_url=ims.url, client_id="cid", client_secret=Secret(SECRET), org_id="o@AdobeOrg"
     )
-    client = client_from_settings(settings, "dev", timeout=5)
+    client = client_from_settings(settings, "dev", limits=Limits(timeout=5))
     try:
         assert client.sandbox == "dev" and client.api_key == "cid" and client.org_id == "o@AdobeOrg"
         assert client.tokens.token() == "tok-1"

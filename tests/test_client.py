@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from flowbot.aep.auth import TokenProvider
-from flowbot.aep.client import FlowClient
+from flowbot.aep.client import Clocks, FlowClient, Limits, RetryPolicy
 from flowbot.errors import FlowAPIError
 from flowbot.sim.payloads import make_flow, make_run
 
@@ -156,6 +156,9 @@ class Waits:
     def clock(self) -> float:
         return self.now
 
+    def clocks(self) -> Clocks:
+        return Clocks(sleep=self.sleep, monotonic=self.clock)
+
 
 def runs_of(flows: int, per_flow: int) -> list[dict[str, Any]]:
     out = []
@@ -190,9 +193,7 @@ def waits() -> Waits:
 @pytest.fixture
 def client(service: FlowService, waits: Waits) -> Iterator[FlowClient]:
     tokens = TokenProvider(ims_url=service.ims_url, client_id="cid", client_secret=SECRET)
-    flow = FlowClient(
-        service.url, tokens, "cid", "ORG@AdobeOrg", "prod", sleep=waits.sleep, clock=waits.clock
-    )
+    flow = FlowClient(service.url, tokens, "cid", "ORG@AdobeOrg", "prod", clocks=waits.clocks())
     yield flow
     flow.close()
 
@@ -317,8 +318,8 @@ def test_the_deadline_bounds_the_total_time(service, waits):
     tokens = TokenProvider(static_token="tok")
     service.tokens.add("tok")
     client = FlowClient(
-        service.url, tokens, "cid", "org", "prod", deadline=20, max_attempts=50,
-        sleep=waits.sleep, clock=waits.clock,
+        service.url, tokens, "cid", "org", "prod",
+        retry=RetryPolicy(deadline=20, max_attempts=50), clocks=waits.clocks(),
     )  # fmt: skip
     service.faults += [(429, {"Retry-After": "6"}, {})] * 50
     with pytest.raises(FlowAPIError, match="failed after 4 attempts"):
@@ -330,8 +331,8 @@ def test_the_deadline_bounds_the_total_time(service, waits):
 def test_connection_errors_are_retried_then_reported(waits):
     tokens = TokenProvider(static_token="tok")
     client = FlowClient(
-        "http://127.0.0.1:9/flowservice", tokens, "c", "o", "prod", max_attempts=3,
-        sleep=waits.sleep, clock=waits.clock,
+        "http://127.0.0.1:9/flowservice", tokens, "c", "o", "prod",
+        retry=RetryPolicy(max_attempts=3), clocks=waits.clocks(),
     )  # fmt: skip
     with pytest.raises(FlowAPIError, match="failed after 3 attempts.*ConnectionError"):
         client.list_flows()
@@ -453,9 +454,7 @@ def sim_client(sim: Any, waits: Waits) -> Iterator[FlowClient]:
     tokens = TokenProvider(
         ims_url=sim.ims_url, client_id=sim.client_id, client_secret=sim.client_secret
     )
-    client = FlowClient(
-        sim.url, tokens, sim.client_id, sim.org_id, "prod", sleep=waits.sleep, clock=waits.clock
-    )
+    client = FlowClient(sim.url, tokens, sim.client_id, sim.org_id, "prod", clocks=waits.clocks())
     yield client
     client.close()
 
@@ -533,8 +532,8 @@ def test_sim_gives_up_after_bounded_retries(sim, sim_client, waits):
 def test_sim_slow_answer_past_the_timeout_is_retried(sim, waits):
     tokens = TokenProvider(static_token=sim.static_token)
     client = FlowClient(
-        sim.url, tokens, sim.client_id, sim.org_id, "prod", timeout=0.2,
-        sleep=waits.sleep, clock=waits.clock,
+        sim.url, tokens, sim.client_id, sim.org_id, "prod",
+        limits=Limits(timeout=0.2), clocks=waits.clocks(),
     )  # fmt: skip
     sim.slow_next(1, 1.0)
     assert len(client.list_flows()) == 50
