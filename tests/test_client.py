@@ -586,3 +586,31 @@ def test_a_listing_pauses_the_cyclic_gc_and_always_restores_it():
             assert not gc.isenabled()
             raise RuntimeError("a page failed")
     assert gc.isenabled()
+
+
+def test_iter_runs_asks_for_each_page_only_when_taken(client, service):
+    pages = client.iter_runs(["flowId==flow-1,flow-2,flow-3"])
+    first = next(pages)
+    assert len(first) == 10 and len(service.seen) == 1
+    rest = [run.id for page in pages for run in page]
+    assert len(first) + len(rest) == 12 and len(service.seen) == 2
+    assert {r.id for r in first}.isdisjoint(rest)
+
+
+def test_iter_runs_stops_at_the_limit_like_list_runs(client, service):
+    pages = list(client.iter_runs(limit=15))
+    assert [len(p) for p in pages] == [15] and len(service.seen) == 1
+    assert [r.id for r in client.list_runs(limit=15)] == [r.id for r in pages[0]]
+
+
+def test_the_retry_policy_given_decides_every_wait(service, waits):
+    service.tokens.add("tok")
+    client = FlowClient(
+        service.url, TokenProvider(static_token="tok"), "cid", "org", "prod",
+        retry=RetryPolicy(backoff=1.0, jitter=lambda low, high: high), clocks=waits.clocks(),
+    )  # fmt: skip
+    service.faults += [(503, {}, {}), (502, {}, {}), (429, {"Retry-After": "9"}, {})]
+    assert len(client.list_flows()) == len(service.flows)
+    assert waits.waits == [1.0, 2.0, 9.0]
+    assert client.stats.retries == 3
+    client.close()
