@@ -592,8 +592,9 @@ def build_deps(
     client_options: Mapping[str, Any] | None = None,
 ) -> Deps:
     """Wire the real parts from the environment and the rules (the composition root for
-    `check --once`; the daemon uses it too). `client_options` go to each FlowClient
-    (tests pass `sleep`, `max_attempts`)."""
+    `check --once`; the daemon uses it too). `client_options` are keyword arguments of
+    `client_from_settings` (tests pass `retry=RetryPolicy(...)`, `clocks=Clocks(...)`,
+    `limits=Limits(...)`)."""
     from flowbot.aep.auth import client_from_settings
     from flowbot.notifiers import build_notifiers
 

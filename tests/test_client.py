@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from flowbot.aep.auth import TokenProvider
-from flowbot.aep.client import FlowClient
+from flowbot.aep.client import Clocks, FlowClient, Limits, RetryPolicy
 from flowbot.errors import FlowAPIError
 from flowbot.sim.payloads import make_flow, make_run
 
@@ -156,6 +156,9 @@ class Waits:
     def clock(self) -> float:
         return self.now
 
+    def clocks(self) -> Clocks:
+        return Clocks(sleep=self.sleep, monotonic=self.clock)
+
 
 def runs_of(flows: int, per_flow: int) -> list[dict[str, Any]]:
     out = []
@@ -190,9 +193,7 @@ def waits() -> Waits:
 @pytest.fixture
 def client(service: FlowService, waits: Waits) -> Iterator[FlowClient]:
     tokens = TokenProvider(ims_url=service.ims_url, client_id="cid", client_secret=SECRET)
-    flow = FlowClient(
-        service.url, tokens, "cid", "ORG@AdobeOrg", "prod", sleep=waits.sleep, clock=waits.clock
-    )
+    flow = FlowClient(service.url, tokens, "cid", "ORG@AdobeOrg", "prod", clocks=waits.clocks())
     yield flow
     flow.close()
 
@@ -317,8 +318,8 @@ def test_the_deadline_bounds_the_total_time(service, waits):
     tokens = TokenProvider(static_token="tok")
     service.tokens.add("tok")
     client = FlowClient(
-        service.url, tokens, "cid", "org", "prod", deadline=20, max_attempts=50,
-        sleep=waits.sleep, clock=waits.clock,
+        service.url, tokens, "cid", "org", "prod",
+        retry=RetryPolicy(deadline=20, max_attempts=50), clocks=waits.clocks(),
     )  # fmt: skip
     service.faults += [(429, {"Retry-After": "6"}, {})] * 50
     with pytest.raises(FlowAPIError, match="failed after 4 attempts"):
@@ -330,8 +331,8 @@ def test_the_deadline_bounds_the_total_time(service, waits):
 def test_connection_errors_are_retried_then_reported(waits):
     tokens = TokenProvider(static_token="tok")
     client = FlowClient(
-        "http://127.0.0.1:9/flowservice", tokens, "c", "o", "prod", max_attempts=3,
-        sleep=waits.sleep, clock=waits.clock,
+        "http://127.0.0.1:9/flowservice", tokens, "c", "o", "prod",
+        retry=RetryPolicy(max_attempts=3), clocks=waits.clocks(),
     )  # fmt: skip
     with pytest.raises(FlowAPIError, match="failed after 3 attempts.*ConnectionError"):
         client.list_flows()
@@ -453,9 +454,7 @@ def sim_client(sim: Any, waits: Waits) -> Iterator[FlowClient]:
     tokens = TokenProvider(
         ims_url=sim.ims_url, client_id=sim.client_id, client_secret=sim.client_secret
     )
-    client = FlowClient(
-        sim.url, tokens, sim.client_id, sim.org_id, "prod", sleep=waits.sleep, clock=waits.clock
-    )
+    client = FlowClient(sim.url, tokens, sim.client_id, sim.org_id, "prod", clocks=waits.clocks())
     yield client
     client.close()
 
@@ -533,8 +532,8 @@ def test_sim_gives_up_after_bounded_retries(sim, sim_client, waits):
 def test_sim_slow_answer_past_the_timeout_is_retried(sim, waits):
     tokens = TokenProvider(static_token=sim.static_token)
     client = FlowClient(
-        sim.url, tokens, sim.client_id, sim.org_id, "prod", timeout=0.2,
-        sleep=waits.sleep, clock=waits.clock,
+        sim.url, tokens, sim.client_id, sim.org_id, "prod",
+        limits=Limits(timeout=0.2), clocks=waits.clocks(),
     )  # fmt: skip
     sim.slow_next(1, 1.0)
     assert len(client.list_flows()) == 50
@@ -587,3 +586,31 @@ def test_a_listing_pauses_the_cyclic_gc_and_always_restores_it():
             assert not gc.isenabled()
             raise RuntimeError("a page failed")
     assert gc.isenabled()
+
+
+def test_iter_runs_asks_for_each_page_only_when_taken(client, service):
+    pages = client.iter_runs(["flowId==flow-1,flow-2,flow-3"])
+    first = next(pages)
+    assert len(first) == 10 and len(service.seen) == 1
+    rest = [run.id for page in pages for run in page]
+    assert len(first) + len(rest) == 12 and len(service.seen) == 2
+    assert {r.id for r in first}.isdisjoint(rest)
+
+
+def test_iter_runs_stops_at_the_limit_like_list_runs(client, service):
+    pages = list(client.iter_runs(limit=15))
+    assert [len(p) for p in pages] == [15] and len(service.seen) == 1
+    assert [r.id for r in client.list_runs(limit=15)] == [r.id for r in pages[0]]
+
+
+def test_the_retry_policy_given_decides_every_wait(service, waits):
+    service.tokens.add("tok")
+    client = FlowClient(
+        service.url, TokenProvider(static_token="tok"), "cid", "org", "prod",
+        retry=RetryPolicy(backoff=1.0, jitter=lambda low, high: high), clocks=waits.clocks(),
+    )  # fmt: skip
+    service.faults += [(503, {}, {}), (502, {}, {}), (429, {"Retry-After": "9"}, {})]
+    assert len(client.list_flows()) == len(service.flows)
+    assert waits.waits == [1.0, 2.0, 9.0]
+    assert client.stats.retries == 3
+    client.close()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flowbot.aep.client import Clocks, RetryPolicy
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
 from flowbot.settings import Secret, Settings
@@ -203,7 +204,7 @@ def test_a_storm_becomes_one_grouped_message(world):
 def test_an_unreachable_api_keeps_the_watermark_and_exits_not_ok(world):
     world.sim.put_run(failed("crm-daily", NOW - timedelta(minutes=30)))
     world.sim.fail_next(2, status=503)
-    options = {"sleep": lambda s: None, "max_attempts": 2}
+    options = {"clocks": Clocks(sleep=lambda s: None), "retry": RetryPolicy(max_attempts=2)}
     deps = build_deps(
         world.settings, world.ruleset, clock=world.clock, store=world.store, client_options=options
     )

@@ -14,7 +14,7 @@ import pytest
 from hostile_servers import HostileServer
 
 from flowbot.aep.auth import TokenProvider
-from flowbot.aep.client import FlowClient
+from flowbot.aep.client import Clocks, FlowClient, Limits, RetryPolicy
 from flowbot.errors import FlowAPIError
 from flowbot.retry_after import parse_retry_after
 from flowbot.sim.payloads import make_flow, make_run
@@ -52,12 +52,15 @@ def foreign():
         yield server
 
 
-def client_for(url: str, ticks: Ticks | None = None, **kw) -> FlowClient:
+def client_for(
+    url: str, ticks: Ticks | None = None, max_attempts: int = 1, other_origins=(), **limits
+) -> FlowClient:
+    """A client of `url` with a static token; `limits` are Limits fields."""
     ticks = ticks or Ticks()
-    kw.setdefault("max_attempts", 1)
     return FlowClient(
         url, TokenProvider(static_token=TOKEN), "cid", "ORG@AdobeOrg", "prod",
-        sleep=ticks.sleep, clock=ticks.clock, **kw,
+        limits=Limits(**limits), retry=RetryPolicy(max_attempts=max_attempts),
+        clocks=Clocks(sleep=ticks.sleep, monotonic=ticks.clock), other_origins=other_origins,
     )  # fmt: skip
 
 

@@ -202,7 +202,8 @@ def adobe_error(answer: Answer) -> str:
     kind = body.get("type")
     if not code and isinstance(kind, str) and "/errors/" in kind:
         code = kind.rsplit("/", 1)[-1]
-    report = body.get("report") if isinstance(body.get("report"), dict) else {}
+    found = body.get("report")
+    report: dict[str, Any] = found if isinstance(found, dict) else {}
     message = (
         body.get("errorMessage")
         or body.get("message")
