@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from flowbot import __version__
+from flowbot.channels import KIND_NAMES
 from flowbot.errors import ConfigError, FlowbotError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -530,7 +531,7 @@ def notify_test(channel: str, event: str, rules_file: str | None) -> None:
 @click.option("--event", type=NOTIFY_EVENTS, default="firing", show_default=True)
 @click.option(
     "--kind",
-    type=click.Choice(["slack", "webhook", "email", "file", "terminal"]),
+    type=click.Choice(KIND_NAMES),
     help="Only this channel kind (default: the kinds of the rule's channels).",
 )
 @rules_option
