@@ -269,6 +269,7 @@ def check(once: bool, verbose: bool, rules_file: str | None, db: str | None) -> 
     wrong in one line; --verbose shows the retries and each message as well."""
     from flowbot.dblock import AlreadyRunning, acquire_lock
     from flowbot.pipeline import build_deps, run_once
+    from flowbot.summary import delivery_line, summary_line
 
     settings, ruleset = _load(rules_file, db, level=20 if verbose else 40)
     try:  # one sender per database: a running daemon sends, check does not
@@ -285,17 +286,8 @@ def check(once: bool, verbose: bool, rules_file: str | None, db: str | None) -> 
     finally:
         lock.close()
     for r in reports:
-        if r.ok:
-            click.echo(
-                f"{r.sandbox}: {r.runs_read} runs read, {r.runs_new} new, {r.findings} findings; "
-                f"alerts {r.fired} fired, {r.repeated} repeated, {r.resolved} resolved, "
-                f"{r.muted} muted; {r.queued} messages queued ({r.api_requests} API requests)"
-            )
-        else:
-            click.echo(f"{r.sandbox}: cycle failed: {r.error}", err=True)
-    click.echo(
-        f"messages: {delivery.sent} sent, {delivery.failed} failed, {delivery.pending} pending"
-    )
+        click.echo(summary_line(r), err=not r.ok)
+    click.echo(delivery_line(delivery))
     if delivery.failed or delivery.pending or not all(r.ok for r in reports):
         sys.exit(1)
 
