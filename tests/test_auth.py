@@ -1,4 +1,4 @@
-"""flowbot.aep.auth: IMS tokens against a real HTTP server on loopback (issue 2)."""
+"""flowbot.aep.auth: IMS tokens against a real HTTP server on loopback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`flowbot check --once`, `history` and `silence` as a user runs them (issue 4)."""
+"""`flowbot check --once`, `history` and `silence` as a user runs them."""
 
 import json
 from datetime import UTC, datetime, timedelta

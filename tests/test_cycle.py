@@ -1,5 +1,5 @@
 """The whole cycle end to end over real HTTP against the simulator, a real SQLite file
-and the file channel (issue 4): fire once, no repeat within repeat_after, repeat after,
+and the file channel: fire once, no repeat within repeat_after, repeat after,
 resolve, missing run and late arrival, silence, storm grouping, crashes between steps."""
 
 import json

@@ -1,4 +1,4 @@
-"""`flowbot run` (issue 6): a real subprocess against the simulator over HTTP, a real
+"""`flowbot run`: a real subprocess against the simulator over HTTP, a real
 SQLite file and file channels: cycles, stop, reload (signal and mtime, good and bad),
 a removed rule, the meta-alert and its recovery, the lock, a missing rules file. And,
 in process: the scheduler options (a clock jump gives one catch-up cycle), a crashing
