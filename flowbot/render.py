@@ -270,7 +270,10 @@ def render(
         return file_body(notices, event)
     dirs = _dirs(templates_dir, rule_template)
     try:
-        return within_time(lambda: _body(notices, event, shape, dirs, timezone, link_origins))
+        body: dict[str, Any] = within_time(
+            lambda: _body(notices, event, shape, dirs, timezone, link_origins)
+        )
+        return body
     except _RENDER_ERRORS as exc:
         reason = (
             f"{type(exc).__name__}: {cut(one_line(str(getattr(exc, 'message', None) or exc)), 300)}"

@@ -41,8 +41,9 @@ class _BoundedSMTP(smtplib.SMTP):
         self.deadline = deadline
         super().__init__(timeout=deadline.socket_timeout)
 
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # type: ignore[override]
-        return self.deadline.register(super()._get_socket(host, port, timeout))
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib.SMTP._get_socket exists, but typeshed does not declare it.
+        return self.deadline.register(super()._get_socket(host, port, timeout))  # type: ignore[misc]
 
 
 def refusal_hint(code: int) -> str:
