@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import pytest
+from conftest import Clock
 
 from flowbot.aep.auth import TokenProvider, client_from_settings, tokens_from_settings
 from flowbot.errors import ConfigError, FlowAPIError
@@ -65,14 +66,6 @@ class IMS:
         self.thread.join()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.at = datetime(2024, 5, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
 @pytest.fixture
 def ims() -> Iterator[IMS]:
     server = IMS()
@@ -82,7 +75,7 @@ def ims() -> Iterator[IMS]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(datetime(2024, 5, 1, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import Clock
 
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
@@ -43,17 +44,6 @@ rules:
     grace: 15m
     flows: {name: "web-*"}
 """
-
-
-class Clock:
-    def __init__(self, at):
-        self.at = at
-
-    def __call__(self):
-        return self.at
-
-    def advance(self, **kw):
-        self.at += timedelta(**kw)
 
 
 class World:

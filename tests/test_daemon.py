@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from conftest import Clock
 from daemon_harness import Running, free_port, sim_env, wait_until
 
 from flowbot import daemon
@@ -257,14 +258,6 @@ def test_summary_line_without_a_delivery_stops_at_the_queue_and_a_failure_says_w
     assert line.startswith("cycle prod: FAILED (Flow Service GET /flows: 503); runs 0 read")
     assert "messages 1 queued; 0 API requests" in line and "sent" not in line
     assert delivery_line(Delivery(sent=3, failed=1)) == "messages: 3 sent, 1 failed, 0 pending"
-
-
-class Clock:
-    def __init__(self, at):
-        self.at = at
-
-    def __call__(self):
-        return self.at
 
 
 class Heartbeats(ThreadingHTTPServer):

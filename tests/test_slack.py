@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from conftest import Ticks
 from servers import slack_server
 
 from flowbot.errors import NotifyError
@@ -17,21 +18,6 @@ from flowbot.settings import Secret, Settings
 TOKEN = "xoxb-123456-SECRET-token"
 
 
-class FakeClock:
-    """A clock that moves only when slept on."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def slack():
     with slack_server() as server:
@@ -39,7 +25,7 @@ def slack():
 
 
 def notifier(slack, clock=None, token=TOKEN, channel="#data-ops"):
-    clock = clock or FakeClock()
+    clock = clock or Ticks(1000.0)
     settings = Settings(slack_bot_token=Secret(token), slack_api_url=slack.url)
     return SlackNotifier("data-ops", channel, settings, clock=clock, sleep=clock.sleep)
 
@@ -112,7 +98,7 @@ def test_untrusted_text_arrives_escaped(slack):
 
 
 def test_messages_on_one_channel_are_paced_about_a_second_apart(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     send = notifier(slack, clock)
     send.send(message(), None)
     clock.now += 0.25
@@ -122,7 +108,7 @@ def test_messages_on_one_channel_are_paced_about_a_second_apart(slack):
 
 
 def test_429_is_transient_with_retry_after_and_never_sleeps_it_out(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     slack.fail("chat.postMessage", status=429, retry_after=30)
     with pytest.raises(NotifyError) as caught:
         notifier(slack, clock).send(message(), None)
@@ -161,7 +147,7 @@ def test_refusals_are_permanent_with_a_clear_message_without_the_token(slack, er
 def test_connection_refused_is_transient():
     with slack_server() as gone:
         url = gone.url
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     settings = Settings(slack_bot_token=Secret(TOKEN), slack_api_url=url)
     send = SlackNotifier("data-ops", "#x", settings, clock=clock, sleep=clock.sleep)
     with pytest.raises(NotifyError) as caught:
@@ -178,7 +164,7 @@ def test_missing_bot_token_is_permanent(slack):
 
 
 def test_webhook_posts_blocks_and_has_no_threads(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     assert hook.send(message(kind="webhook"), None) is None
     assert hook.send(message("resolved", kind="webhook"), {"ts": "1"}) is None
@@ -190,7 +176,7 @@ def test_webhook_posts_blocks_and_has_no_threads(slack):
 
 @pytest.mark.parametrize(("status", "permanent"), [(404, True), (500, False)])
 def test_webhook_errors_are_classified_and_hide_the_url(slack, status, permanent):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     slack.fail("webhook", status=status, error="no_service")
     with pytest.raises(NotifyError) as caught:
@@ -200,7 +186,7 @@ def test_webhook_errors_are_classified_and_hide_the_url(slack, status, permanent
 
 
 def test_webhook_429_is_transient_with_retry_after(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     slack.fail("webhook", status=429, retry_after=12)
     with pytest.raises(NotifyError) as caught:
