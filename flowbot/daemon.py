@@ -56,9 +56,10 @@ from flowbot.metrics import Metrics
 from flowbot.outbox import Delivery
 from flowbot.pipeline import CycleReport, Deps
 from flowbot.settings import Settings
+from flowbot.summary import summary_line
 from flowbot.validate import check_templates, template_folders, validate
 
-__all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve", "summary_line"]
+__all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve"]
 
 log = logging.getLogger("flowbot.daemon")
 
@@ -83,22 +84,6 @@ def job_options(poll_every: timedelta, now: datetime) -> dict[str, Any]:
         "misfire_grace_time": max(1, int(seconds + jitter) + 1),
         "next_run_time": now,
     }
-
-
-def summary_line(report: CycleReport, delivery: Delivery | None) -> str:
-    """The one log line of a cycle."""
-    head = f"cycle {report.sandbox}: " + ("ok" if report.ok else f"FAILED ({report.error})")
-    sent = (
-        f"{delivery.sent} sent, {delivery.failed} failed, {delivery.pending} pending"
-        if delivery is not None
-        else "not sent"
-    )
-    return (
-        f"{head}; runs {report.runs_read} read, {report.runs_new} new; "
-        f"{report.findings} findings; alerts {report.fired} fired, {report.repeated} repeated, "
-        f"{report.resolved} resolved, {report.muted} muted; messages {report.queued} queued, "
-        f"{sent}; {report.api_requests} API requests; {report.seconds:.2f}s"
-    )
 
 
 # ------------------------------------------------------------------ talking to the world

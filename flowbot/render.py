@@ -5,14 +5,15 @@ linked from `templates/` at the repository root; a `templates_dir` and a per-rul
 directory override them file by file). What templates see is built in `context.py`. Templates render in a sandbox with `StrictUndefined`, so they cannot reach
 Python internals and a typo fails loudly in `check_templates` instead of rendering "".
 
-Files, per kind (`event` is firing, repeat, resolved or grouped):
+Files, per body shape of a kind (flowbot.channels: `body` and the `templates` folder;
+`event` is firing, repeat, resolved or grouped):
 
     slack/{event}.md.j2       Slack mrkdwn, turned into Block Kit by simple line rules:
                               "# text" a header, "---" a divider, "[context] text" a
                               context line, paragraphs (blank-line separated) sections
     slack/update.md.j2        the thread's first message once the alert resolved
     email/{event}.subject.j2, email/{event}.txt.j2, email/{event}.html.j2
-    terminal/{event}.txt.j2
+    terminal/{event}.txt.j2   (a "text" kind: <its folder>/{event}.txt.j2)
 
 Webhooks use the Slack templates. The file kind is structured JSON, not a template.
 
@@ -65,6 +66,7 @@ from flowbot.blocks import (
     guard_markers,
     slack_blocks,
 )
+from flowbot.channels import KINDS, ChannelKind, channel_kind
 from flowbot.context import (
     CONTEXT_NAMES,
     MAX_ITEMS,
@@ -80,7 +82,6 @@ log = logging.getLogger("flowbot.render")
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"  # also ./templates
 EVENTS = ("firing", "repeat", "resolved", "grouped")
-KINDS = ("slack", "webhook", "email", "file", "terminal")
 
 SUBJECT_MAX = 200
 SHOWN_URL = 200  # characters of an untrusted URL shown as text
@@ -264,13 +265,15 @@ def render(
     """
     if not notices:
         raise ValueError("render needs at least one notice")
-    if kind == "file":
+    shape = channel_kind(kind)  # ValueError for a kind that does not exist
+    if shape.body == "record":
         return file_body(notices, event)
-    if kind not in KINDS:
-        raise ValueError(f"unknown channel kind {kind!r}")
     dirs = _dirs(templates_dir, rule_template)
     try:
-        return within_time(lambda: _body(notices, event, kind, dirs, timezone, link_origins))
+        body: dict[str, Any] = within_time(
+            lambda: _body(notices, event, shape, dirs, timezone, link_origins)
+        )
+        return body
     except _RENDER_ERRORS as exc:
         reason = (
             f"{type(exc).__name__}: {cut(one_line(str(getattr(exc, 'message', None) or exc)), 300)}"
@@ -288,12 +291,12 @@ def render(
 def _body(
     notices: Sequence[Notice],
     event: str,
-    kind: str,
+    kind: ChannelKind,
     dirs: tuple[str, ...],
     timezone: str,
     link_origins: Sequence[str],
 ) -> dict[str, Any]:
-    slack = kind in ("slack", "webhook")
+    slack = kind.body == "slack"
     context = message_context(
         notices, event, slack=slack, timezone=timezone, link_origins=link_origins
     )
@@ -302,19 +305,20 @@ def _body(
     def text(name: str) -> str:
         return render_template(env.get_template(name), context)
 
+    folder = kind.templates
     if slack:
-        body = slack_blocks(text(f"slack/{event}.md.j2"))
+        body = slack_blocks(text(f"{folder}/{event}.md.j2"))
         if event == "resolved":
-            body["update"] = slack_blocks(text("slack/update.md.j2"))
+            body["update"] = slack_blocks(text(f"{folder}/update.md.j2"))
         return body
-    if kind == "email":
-        subject = text(f"email/{event}.subject.j2")
+    if kind.body == "email":
+        subject = text(f"{folder}/{event}.subject.j2")
         return {
             "subject": cut(" ".join(one_line(subject).split()), SUBJECT_MAX),
-            "text": text(f"email/{event}.txt.j2").strip() + "\n",
-            "html": text(f"email/{event}.html.j2"),
+            "text": text(f"{folder}/{event}.txt.j2").strip() + "\n",
+            "html": text(f"{folder}/{event}.html.j2"),
         }
-    return {"text": text(f"terminal/{event}.txt.j2").rstrip()}
+    return {"text": text(f"{folder}/{event}.txt.j2").rstrip()}
 
 
 def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str, Any]:
@@ -327,7 +331,8 @@ def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str,
     line = one_line(f"[{first.severity.upper()}] {first.rule} {event}: {flows} in {sandbox}")
     reason = one_line(first.finding.reason) if first.finding else ""
     text = f"{line}\n{reason}".strip()
-    if kind in ("slack", "webhook"):
+    shape = channel_kind(kind).body
+    if shape == "slack":
         safe = escape_mrkdwn(text)
         return {
             "text": cut_mrkdwn(safe, 300),
@@ -338,7 +343,7 @@ def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str,
                 }
             ],
         }
-    if kind == "email":
+    if shape == "email":
         html = str(Markup("<pre>{}</pre>").format(text))
         return {"subject": cut(line, SUBJECT_MAX), "text": text + "\n", "html": html}
     return {"text": text}
@@ -350,7 +355,8 @@ def render_meta(text: str, kind: str) -> dict[str, Any]:
     is escaped like API text, and its lines are kept but cleaned of control characters."""
     text = "\n".join(one_line(line) for line in text.splitlines())
     first = text.strip().splitlines()[0] if text.strip() else "flowbot"
-    if kind in ("slack", "webhook"):
+    shape = channel_kind(kind).body
+    if shape == "slack":
         safe = escape_mrkdwn(text)
         return {
             "text": cut_mrkdwn(escape_mrkdwn(first), 300),
@@ -358,13 +364,13 @@ def render_meta(text: str, kind: str) -> dict[str, Any]:
                 {"type": "section", "text": {"type": "mrkdwn", "text": cut_lines(safe, 3000)}}
             ],
         }
-    if kind == "email":
+    if shape == "email":
         return {
             "subject": cut(f"[flowbot] {first}", SUBJECT_MAX),
             "text": text.rstrip() + "\n",
             "html": str(Markup("<p>{}</p>").format(text)),
         }
-    if kind == "file":
+    if shape == "record":
         return {"event": "meta", "text": text}
     return {"text": text}
 
@@ -383,7 +389,7 @@ def check_templates(templates_dir: Path | None, rule_template: Path | None = Non
         return [f"{root}:0: not a directory"]
     for path in sorted(root.rglob("*.j2")):
         name = path.relative_to(root).as_posix()
-        env = _environment(_dirs(templates_dir, rule_template), name.startswith("slack/"))
+        env = _environment(_dirs(templates_dir, rule_template), _is_slack(name))
         try:
             tree = env.parse(path.read_text(encoding="utf-8"), name, str(path))
         except TemplateSyntaxError as exc:
@@ -399,6 +405,12 @@ def check_templates(templates_dir: Path | None, rule_template: Path | None = Non
     return problems
 
 
+def _is_slack(name: str) -> bool:
+    """True for a template in the folder of a kind whose body is Slack mrkdwn."""
+    folder = name.split("/")[0]
+    return any(k.templates == folder and k.body == "slack" for k in KINDS.values())
+
+
 def _trial_render(env: SandboxedEnvironment, name: str, path: Path) -> list[str]:
     from flowbot.notifiers.sample import sample_notices  # a sample alert, for checks only
 
@@ -406,7 +418,7 @@ def _trial_render(env: SandboxedEnvironment, name: str, path: Path) -> list[str]
     if event not in EVENTS and event != "update":
         return []  # partials: checked through the templates that include them
     notices = sample_notices(event if event in EVENTS else "resolved")
-    context = message_context(notices, event, slack=name.startswith("slack/"))
+    context = message_context(notices, event, slack=_is_slack(name))
     try:
         within_time(lambda: render_template(env.get_template(name), context))
     except TemplateError as exc:

@@ -377,10 +377,7 @@ class _Builder:
             spec = self.validate(ChannelSpec, spec_data, path)
             if spec is None:
                 continue
-            kind, target = spec.kind_and_target()
-            if kind == "file":
-                target = str((self.base / str(target)).resolve())
-            channels[str(name)] = Channel(name=str(name), kind=kind, target=target)
+            channels[str(name)] = spec.channel(str(name), self.base)
         return channels
 
     def check_channel_names(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import zoneinfo
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from croniter import CroniterError, croniter
@@ -26,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from flowbot.channels import KIND_NAMES, KINDS
+from flowbot.rules_parts import Channel
 from flowbot.rules_values import (
     MAX_DURATION,
     Bool,
@@ -149,11 +152,17 @@ def _no_null_keys(schema: dict[str, Any]) -> None:
     schema.update(minProperties=1, maxProperties=1)
 
 
+def _channel_schema(schema: dict[str, Any]) -> None:
+    schema["description"] = f"A destination: exactly one of {', '.join(KIND_NAMES)}."
+    _no_null_keys(schema)
+
+
 class ChannelSpec(_Model):
-    """A destination: exactly one of slack, webhook, email, file or terminal."""
+    """A destination: exactly one of the kinds of flowbot.channels, one field each (the
+    field gives the value's shape; tests/test_channels.py keeps the two in step)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra=lambda schema: _no_null_keys(schema)
+        extra="forbid", frozen=True, json_schema_extra=lambda schema: _channel_schema(schema)
     )
 
     slack: Text(r"\S+", 'not a Slack channel: {value}; write it like "#data-ops"') | None = Field(
@@ -179,24 +188,27 @@ class ChannelSpec(_Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ChannelSpec:
-        given = [k for k in ("slack", "webhook", "email", "file", "terminal") if getattr(self, k)]
+        given = [k for k in KIND_NAMES if getattr(self, k)]
         if len(given) != 1:
             found = f"found {', '.join(given)}" if given else "found none"
-            raise ValueError(
-                f"a channel takes exactly one of slack, webhook, email, file, terminal; {found}"
-            )
+            raise ValueError(f"a channel takes exactly one of {', '.join(KIND_NAMES)}; {found}")
         return self
 
-    def kind_and_target(self) -> tuple[Any, str | tuple[str, ...]]:
-        if self.slack:
-            return "slack", self.slack
-        if self.webhook:
-            return "webhook", self.webhook
-        if self.email:
-            return "email", tuple(self.email)
-        if self.file:
-            return "file", self.file
-        return "terminal", ""
+    def channel(self, name: str, base: Path) -> Channel:
+        """The loaded channel called `name`; a path target is resolved against `base`
+        (the folder of rules.yaml)."""
+        kind = next(KINDS[k] for k in KIND_NAMES if getattr(self, k))
+        value = getattr(self, kind.name)
+        target: str | tuple[str, ...]
+        if kind.target == "addresses":
+            target = (value,) if isinstance(value, str) else tuple(value)
+        elif kind.target == "path":
+            target = str((base / str(value)).resolve())
+        elif kind.target == "flag":
+            target = ""
+        else:
+            target = str(value)
+        return Channel(name=name, kind=kind.name, target=target)
 
 
 class SelectorSpec(_Model):

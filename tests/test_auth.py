@@ -1,4 +1,4 @@
-"""flowbot.aep.auth: IMS tokens against a real HTTP server on loopback (issue 2)."""
+"""flowbot.aep.auth: IMS tokens against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import pytest
+from conftest import Clock
 
 from flowbot.aep.auth import (
     CredentialsRefusedError,
@@ -73,14 +74,6 @@ class IMS:
         self.thread.join()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.at = datetime(2024, 5, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
 @pytest.fixture
 def ims() -> Iterator[IMS]:
     server = IMS()
@@ -90,7 +83,7 @@ def ims() -> Iterator[IMS]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(datetime(2024, 5, 1, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
 """The whole cycle end to end over real HTTP against the simulator, a real SQLite file
-and the file channel (issue 4): fire once, no repeat within repeat_after, repeat after,
+and the file channel: fire once, no repeat within repeat_after, repeat after,
 resolve, missing run and late arrival, silence, storm grouping, crashes between steps."""
 
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import Clock
 
 from flowbot.aep.client import Clocks, RetryPolicy
 from flowbot.pipeline import build_deps, run_once
@@ -44,17 +45,6 @@ rules:
     grace: 15m
     flows: {name: "web-*"}
 """
-
-
-class Clock:
-    def __init__(self, at):
-        self.at = at
-
-    def __call__(self):
-        return self.at
-
-    def advance(self, **kw):
-        self.at += timedelta(**kw)
 
 
 class World:

@@ -1,6 +1,6 @@
-"""`flowbot demo`: the simulator, the example rules, two cycles, every message shown
-(issue 6, item 6). Runs the real command: simulator over loopback HTTP, a real SQLite
-file, the real renderer; only the channels are previews."""
+"""`flowbot demo`: the simulator, the example rules, two cycles, every message shown.
+Runs the real command: simulator over loopback HTTP, a real SQLite file, the real
+renderer; only the channels are previews."""
 
 import logging
 import os

@@ -1,4 +1,4 @@
-"""The fault suite (issue 7): outages of every outside system, driven cycle by cycle
+"""The fault suite: outages of every outside system, driven cycle by cycle
 with an injected clock through `pipeline.run_once`, against the simulator, the local
 Slack look-alike and a real SMTP server on loopback. Nothing may be lost, a channel's
 late messages arrive in order once it is back, monitoring says when it is degraded and

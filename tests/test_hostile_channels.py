@@ -1,4 +1,4 @@
-"""Channels that misbehave (issue 10): Slack, webhooks and SMTP servers on loopback that
+"""Channels that misbehave: Slack, webhooks and SMTP servers on loopback that
 trickle, stall, answer garbage or refuse. Every answer becomes a NotifyError within the
 exchange's deadline, and one channel's trouble never holds back the others."""
 

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import Ticks
 from servers import slack_server
 
 from flowbot.errors import NotifyError
@@ -22,21 +23,6 @@ from flowbot.settings import Secret, Settings
 TOKEN = "xoxb-123456-SECRET-token"
 
 
-class FakeClock:
-    """A clock that moves only when slept on."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def slack():
     with slack_server() as server:
@@ -44,7 +30,7 @@ def slack():
 
 
 def notifier(slack, clock=None, token=TOKEN, channel="#data-ops"):
-    clock = clock or FakeClock()
+    clock = clock or Ticks(1000.0)
     settings = Settings(slack_bot_token=Secret(token), slack_api_url=slack.url)
     return SlackNotifier("data-ops", channel, settings, clock=clock, sleep=clock.sleep)
 
@@ -117,7 +103,7 @@ def test_untrusted_text_arrives_escaped(slack):
 
 
 def test_messages_on_one_channel_are_paced_about_a_second_apart(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     send = notifier(slack, clock)
     send.send(message(), None)
     clock.now += 0.25
@@ -127,7 +113,7 @@ def test_messages_on_one_channel_are_paced_about_a_second_apart(slack):
 
 
 def test_429_is_transient_with_retry_after_and_never_sleeps_it_out(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     slack.fail("chat.postMessage", status=429, retry_after=30)
     with pytest.raises(NotifyError) as caught:
         notifier(slack, clock).send(message(), None)
@@ -166,7 +152,7 @@ def test_refusals_are_permanent_with_a_clear_message_without_the_token(slack, er
 def test_connection_refused_is_transient():
     with slack_server() as gone:
         url = gone.url
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     settings = Settings(slack_bot_token=Secret(TOKEN), slack_api_url=url)
     send = SlackNotifier("data-ops", "#x", settings, clock=clock, sleep=clock.sleep)
     with pytest.raises(NotifyError) as caught:
@@ -183,7 +169,7 @@ def test_missing_bot_token_is_permanent(slack):
 
 
 def test_webhook_posts_blocks_and_has_no_threads(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     assert hook.send(message(kind="webhook"), None) is None
     assert hook.send(message("resolved", kind="webhook"), {"ts": "1"}) is None
@@ -195,7 +181,7 @@ def test_webhook_posts_blocks_and_has_no_threads(slack):
 
 @pytest.mark.parametrize(("status", "permanent"), [(404, True), (500, False)])
 def test_webhook_errors_are_classified_and_hide_the_url(slack, status, permanent):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     slack.fail("webhook", status=status, error="no_service")
     with pytest.raises(NotifyError) as caught:
@@ -205,7 +191,7 @@ def test_webhook_errors_are_classified_and_hide_the_url(slack, status, permanent
 
 
 def test_webhook_429_is_transient_with_retry_after(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     slack.fail("webhook", status=429, retry_after=12)
     with pytest.raises(NotifyError) as caught:
@@ -247,7 +233,7 @@ def test_slack_and_webhooks_go_through_the_environments_proxy(slack, monkeypatch
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        clock = FakeClock()
+        clock = Ticks(1000.0)
         hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
         assert hook.send(message(kind="webhook"), None) is None
         assert _Proxy.seen == [slack.webhook_url()]
