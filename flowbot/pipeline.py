@@ -569,7 +569,8 @@ def _full_refresh_due(mark: Watermark, now: datetime) -> bool:
 
 
 def _history_depth(ruleset: Any) -> int:
-    return max([10, *(r.runs_needed for r in ruleset.rules)]) + 1
+    needed: list[int] = [r.runs_needed for r in ruleset.rules]
+    return max([10, *needed]) + 1
 
 
 def _request_count(client: Any) -> int:
