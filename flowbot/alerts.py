@@ -14,16 +14,19 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from flowbot.models import Evaluation, Finding, Flow, Notice, Run
 from flowbot.store import AlertRow, Silence
+
+if TYPE_CHECKING:
+    from flowbot.rule_types import RuleBase
 
 
 class RuleSetLike(Protocol):
     group_at: int
 
-    def rule(self, name: str) -> Any: ...
+    def rule(self, name: str) -> RuleBase | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ def _newest_finished(runs: Sequence[Run]) -> Run | None:
     return next((r for r in runs if r.is_finished), None)
 
 
-def _enabled_rule(ruleset: RuleSetLike, name: str) -> Any:
+def _enabled_rule(ruleset: RuleSetLike, name: str) -> RuleBase | None:
     """The rule, or None when a reload removed or disabled it."""
     rule = ruleset.rule(name)
     return rule if rule is not None and rule.enabled else None
@@ -174,7 +177,7 @@ def _fields(latest: Finding, muted: bool, now: datetime, count: int) -> dict[str
     }
 
 
-def open_change(rule: Any, latest: Finding, found: int, muted: bool, now: datetime) -> Change:
+def open_change(rule: RuleBase, latest: Finding, found: int, muted: bool, now: datetime) -> Change:
     """A new alert fires: announced unless muted (by a silence or an inhibiting rule)."""
     notice = None if muted else _notice("firing", rule, latest.flow, latest, now, found)
     fields = _fields(latest, muted, now, found)
@@ -184,7 +187,7 @@ def open_change(rule: Any, latest: Finding, found: int, muted: bool, now: dateti
 
 
 def repeat_event(
-    rule: Any, alert: AlertRow, muted: bool, now: datetime
+    rule: RuleBase, alert: AlertRow, muted: bool, now: datetime
 ) -> Literal["firing", "repeat"] | None:
     """What a new finding of a firing alert sends: nothing while muted; "firing" when it
     was never announced (muted until now); "repeat" once `repeat_after` has passed."""
@@ -198,7 +201,7 @@ def repeat_event(
 
 
 def update_change(
-    rule: Any, alert: AlertRow, latest: Finding, found: int, muted: bool, now: datetime
+    rule: RuleBase, alert: AlertRow, latest: Finding, found: int, muted: bool, now: datetime
 ) -> Change:
     """A firing alert found again: counted, and repeated when due."""
     count = alert.count + found
@@ -273,7 +276,7 @@ def recover_changes(
 
 def _notice(
     event: Literal["firing", "repeat", "resolved"],
-    rule: Any,
+    rule: RuleBase,
     flow: Flow,
     finding: Finding | None,
     first_seen: datetime,

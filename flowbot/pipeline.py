@@ -569,9 +569,8 @@ def _full_refresh_due(mark: Watermark, now: datetime) -> bool:
 
 
 def _history_depth(ruleset: Any) -> int:
-    windows = [getattr(r, "window", None) or 0 for r in ruleset.rules]
-    streaks = [getattr(r, "in_a_row", None) or 0 for r in ruleset.rules]
-    return max([10, *windows, *streaks]) + 1
+    needed: list[int] = [r.runs_needed for r in ruleset.rules]
+    return max([10, *needed]) + 1
 
 
 def _request_count(client: Any) -> int:

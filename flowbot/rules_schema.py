@@ -46,7 +46,6 @@ from flowbot.rules_values import (
 
 __all__ = ["format_duration", "parse_duration", "parse_ratio"]
 
-RUN_LEVEL_TYPES = frozenset({"status", "failed_records", "duration", "error_code", "zero_records"})
 # Run statuses the Flow Service reports: sources spell them success, failed, inProgress,
 # scheduled; destinations Success, Failed, Processing, Waiting. Compared in lower case.
 STATUS_SPELLINGS = ("success", "failed", "inProgress", "scheduled", "processing", "waiting")
@@ -266,7 +265,8 @@ class RuleSpec(_Model):
     )
 
     def rule_fields(self) -> dict[str, Any]:
-        """The keyword arguments of rules.Rule this spec sets (None for unset ones)."""
+        """The keyword arguments of this type's class in `rule_types` that the spec sets
+        (None for unset ones), and `type`."""
         skip = {"flows", "channels", "template"}
         out: dict[str, Any] = {}
         for key in type(self).model_fields:
