@@ -250,6 +250,7 @@ def render(
     rule_template: Path | None = None,
     timezone: str = "UTC",
     link_origins: Sequence[str] = (),
+    aep_org: str = "",
     on_fallback: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The Message.body for `kind` telling `event` about `notices` (one, or several of one
@@ -259,18 +260,21 @@ def render(
     the thread's first message); email: {"subject", "text", "html"}; terminal:
     {"text"}; file: a structured JSON-able dict. `link_origins`: origins (the
     configured API and export URLs) whose diagnostic URLs may be links besides Adobe's
-    hosts. Never raises on a template problem: it returns a minimal plain message
+    hosts; `aep_org` is `aep_ui.org` from rules.yaml (the org part of AEP UI links).
+    Never raises on a template problem: it returns a minimal plain message
     instead, and tells `on_fallback(reason)` (or, without it, logs one line).
     """
     if not notices:
         raise ValueError("render needs at least one notice")
     if kind == "file":
-        return file_body(notices, event)
+        return file_body(notices, event, aep_org)
     if kind not in KINDS:
         raise ValueError(f"unknown channel kind {kind!r}")
     dirs = _dirs(templates_dir, rule_template)
     try:
-        return within_time(lambda: _body(notices, event, kind, dirs, timezone, link_origins))
+        return within_time(
+            lambda: _body(notices, event, kind, dirs, timezone, link_origins, aep_org)
+        )
     except _RENDER_ERRORS as exc:
         reason = (
             f"{type(exc).__name__}: {cut(one_line(str(getattr(exc, 'message', None) or exc)), 300)}"
@@ -292,10 +296,11 @@ def _body(
     dirs: tuple[str, ...],
     timezone: str,
     link_origins: Sequence[str],
+    aep_org: str = "",
 ) -> dict[str, Any]:
     slack = kind in ("slack", "webhook")
     context = message_context(
-        notices, event, slack=slack, timezone=timezone, link_origins=link_origins
+        notices, event, slack=slack, timezone=timezone, link_origins=link_origins, aep_org=aep_org
     )
     env = _environment(dirs, slack)
 
