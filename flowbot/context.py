@@ -224,7 +224,7 @@ def notice_context(
     values = dict(finding.values) if finding else {}
     missing = notice.rule_type == "missing_run"
     run = finding.run if finding else None
-    where = {"flow": notice.flow, "sandbox": sandbox, "org": aep_org}
+    where: dict[str, Any] = {"flow": notice.flow, "sandbox": sandbox, "org": aep_org}
     context = {
         "event": notice.event,
         "test": notice.test,
@@ -257,7 +257,8 @@ def notice_context(
         "links_more": max(len(links) - MAX_LINKS, 0),
         "runbook": runbook_url(notice.runbook),
     }
-    return _clean(context)
+    cleaned: dict[str, Any] = _clean(context)
+    return cleaned
 
 
 def message_context(
@@ -321,14 +322,14 @@ def _run_record(
 def _alert_record(notice: Notice, org: str) -> dict[str, Any]:
     finding = notice.finding
     sandbox = notice.sandbox or notice.flow.sandbox
-    where = {"flow": notice.flow, "sandbox": sandbox, "org": org}
+    where: dict[str, Any] = {"flow": notice.flow, "sandbox": sandbox, "org": org}
     errors = finding.errors if finding else ()
     links = finding.links if finding else ()
     values = dict(finding.values) if finding else {}
     missing = notice.rule_type == "missing_run"
     run = finding.run if finding else None
     overdue = values.get("overdue") if missing else None
-    return _bounded(
+    record: dict[str, Any] = _bounded(
         {
             "rule": notice.rule,
             "rule_type": notice.rule_type,
@@ -370,6 +371,7 @@ def _alert_record(notice: Notice, org: str) -> dict[str, Any]:
             "last_run_at": _iso(finding.last_run_at) if finding else None,
         }
     )
+    return record
 
 
 def _seconds(value: Any) -> float | None:
