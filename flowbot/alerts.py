@@ -294,6 +294,7 @@ def _notice(
         owner=rule.owner,
         count=count,
         sandbox=flow.sandbox or run_sandbox,
+        runbook=getattr(rule, "runbook", None),
     )
 
 

@@ -59,6 +59,7 @@ def notify_test(channel: str, event: str, rules_file: str | None) -> None:
         target.kind,
         templates_dir=_templates_dir(settings, ruleset),
         timezone=ruleset.timezone,
+        aep_org=ruleset.aep_ui.org if ruleset.aep_ui else "",
     )
     sent = Message(channel, target.kind, cast("Event", event), body)  # NOTIFY_EVENTS checked it
     ref = build_notifier(target, settings).send(sent, None)
@@ -102,6 +103,7 @@ def notify_preview(rule: str, event: str, kind: str | None, rules_file: str | No
             templates_dir=_templates_dir(settings, ruleset),
             rule_template=found.template,
             timezone=ruleset.timezone,
+            aep_org=ruleset.aep_ui.org if ruleset.aep_ui else "",
         )
         click.echo(f"==== {each} · {event} · {rule}")
         if each == "email":

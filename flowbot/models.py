@@ -232,6 +232,7 @@ class Notice:
     count: int = 1  # matching runs or cycles seen while firing
     sandbox: str = ""
     test: bool = False  # a sample sent by `flowbot notify test`, never a real incident
+    runbook: str | None = None  # the rule's `runbook` URL (rules.yaml), shown in messages
 
 
 @dataclass(frozen=True, slots=True)

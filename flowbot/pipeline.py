@@ -271,6 +271,7 @@ def _message(
             rule_template=ruleset.rule(notices[0].rule).template,
             timezone=ruleset.timezone,
             link_origins=link_origins,
+            aep_org=ruleset.aep_ui.org if getattr(ruleset, "aep_ui", None) else "",
             on_fallback=fell_back,
         )
     except Exception as exc:  # anything else about one message must not stop the cycle

@@ -251,6 +251,7 @@ def render(
     rule_template: Path | None = None,
     timezone: str = "UTC",
     link_origins: Sequence[str] = (),
+    aep_org: str = "",
     on_fallback: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The Message.body for `kind` telling `event` about `notices` (one, or several of one
@@ -260,18 +261,19 @@ def render(
     the thread's first message); email: {"subject", "text", "html"}; terminal:
     {"text"}; file: a structured JSON-able dict. `link_origins`: origins (the
     configured API and export URLs) whose diagnostic URLs may be links besides Adobe's
-    hosts. Never raises on a template problem: it returns a minimal plain message
+    hosts; `aep_org` is `aep_ui.org` from rules.yaml (the org part of AEP UI links).
+    Never raises on a template problem: it returns a minimal plain message
     instead, and tells `on_fallback(reason)` (or, without it, logs one line).
     """
     if not notices:
         raise ValueError("render needs at least one notice")
     shape = channel_kind(kind)  # ValueError for a kind that does not exist
     if shape.body == "record":
-        return file_body(notices, event)
+        return file_body(notices, event, aep_org)
     dirs = _dirs(templates_dir, rule_template)
     try:
         body: dict[str, Any] = within_time(
-            lambda: _body(notices, event, shape, dirs, timezone, link_origins)
+            lambda: _body(notices, event, shape, dirs, timezone, link_origins, aep_org)
         )
         return body
     except _RENDER_ERRORS as exc:
@@ -295,10 +297,11 @@ def _body(
     dirs: tuple[str, ...],
     timezone: str,
     link_origins: Sequence[str],
+    aep_org: str = "",
 ) -> dict[str, Any]:
     slack = kind.body == "slack"
     context = message_context(
-        notices, event, slack=slack, timezone=timezone, link_origins=link_origins
+        notices, event, slack=slack, timezone=timezone, link_origins=link_origins, aep_org=aep_org
     )
     env = _environment(dirs, slack)
 

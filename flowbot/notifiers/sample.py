@@ -121,6 +121,7 @@ def sample_for_rule(rule: Rule, event: str = "firing", *, timezone: str = "UTC")
             rule_type=rule.type,
             severity=rule.severity,
             owner=rule.owner,
+            runbook=rule.runbook,
             first_seen_at=now,
             finding=replace(finding, flow=n.flow),
         )
