@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from markupsafe import Markup
 
+from flowbot.diagnosis import template_values
 from flowbot.models import Finding, Flow, Link, Notice, Run, RunError
 from flowbot.untrusted import cut, is_trusted_url, one_line
 
@@ -67,6 +68,7 @@ CONTEXT_NAMES = frozenset(
         "flows_total",
         "timezone",
         "text",
+        "diagnosis",
     }
 )
 
@@ -204,6 +206,7 @@ def notice_context(
         "errors_more": max(len(errors) - MAX_ERRORS, 0),
         "links": [_link(link, link_origins) for link in links[:MAX_LINKS]],
         "links_more": max(len(links) - MAX_LINKS, 0),
+        "diagnosis": template_values(notice.diagnosis),
     }
     return _clean(context)
 
