@@ -72,7 +72,7 @@ def read_batches(
         if rows and options.budget > 0:
             with DataAccess(client, deps.settings.export_url, budget) as reader:
                 for row in rows:
-                    if budget.exhausted or not _read_one(
+                    if budget.exhausted or not read_one(
                         reader, store, row, now, options.show_values, sandbox
                     ):
                         break
@@ -95,7 +95,7 @@ def _wanted(runs: Sequence[Run], now: datetime) -> list[tuple[str, str, datetime
     return out
 
 
-def _read_one(
+def read_one(
     reader: DataAccess,
     store: Store,
     row: table.DiagnosisRow,
