@@ -13,7 +13,8 @@ sandbox only (404 elsewhere, like an unknown batch or path). Its row errors are 
 from the run's error counts (INGEST-1401 rows are parsing errors, others conversion
 errors naming a field; at most ROWS_PER_KIND rows a kind), or given with
 `put_row_errors`. Faults for the next requests to this API: `deny_next` (403/404),
-`slow_next`, `huge_next` (a body of that many bytes), `malformed_next` (not JSON).
+`slow_next`, `malformed_next` (not JSON); `huge_next` answers the next error files
+(not listings) with a body of that many bytes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class DataAccessSim:
         self._lock = threading.Lock()
         self._given: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._faults: deque[tuple[str, Any]] = deque()
+        self._huge: deque[int] = deque()
 
     # -- what tests steer
 
@@ -61,7 +63,8 @@ class DataAccessSim:
         self._queue("slow", seconds, n)
 
     def huge_next(self, n: int, size: int) -> None:
-        self._queue("huge", size, n)
+        with self._lock:
+            self._huge.extend([size] * n)
 
     def malformed_next(self, n: int) -> None:
         self._queue("malformed", True, n)
@@ -87,10 +90,6 @@ class DataAccessSim:
             wait(fault[1])
         if fault and fault[0] == "deny":
             return _denied(fault[1])
-        if fault and fault[0] == "huge":
-            line = json.dumps({"_corrupt_record": "x" * 200, "_errors": [{"code": "1401"}]})
-            body = (line + "\n").encode() * (fault[1] // (len(line) + 1) + 1)
-            return 200, body[: fault[1]], {}
         if len(parts) != 3 or parts[0] != "batches" or parts[2] != "meta":
             return _denied(404)
         files = self._files(parts[1], sandbox)
@@ -103,6 +102,11 @@ class DataAccessSim:
         if path in ("row_errors", "row_errors/"):
             return 200, _listing(files, meta, "row_errors"), {}
         if path.startswith("row_errors/") and path[len("row_errors/") :] in files:
+            with self._lock:
+                huge = self._huge.popleft() if self._huge else 0
+            if huge:
+                line = json.dumps({"_corrupt_record": "x" * 200, "_errors": [{"code": "1401"}]})
+                return 200, ((line + "\n").encode() * (huge // (len(line) + 1) + 1))[:huge], {}
             rows = files[path[len("row_errors/") :]]
             return 200, "".join(json.dumps(r) + "\n" for r in rows).encode(), {}
         if path == "input_files":
@@ -160,7 +164,8 @@ def _row(code: str, i: int, name: str) -> dict[str, Any]:
         return {"_corrupt_record": f"{{missingQuotes: 'v{i}'}}",
                 "_errors": [{"code": "1401", "message": CORRUPT}], "_filename": name}  # fmt: skip
     value = f"31/02/19{i % 100:02d}"
-    record = {"email": f"person{i}@example.com", "birthDate": value}
+    record = {"email": f"person{i}@example.com", "birthDate": value,
+              "street": f"{i} Rue de la Paix, 75002 Paris"}  # fmt: skip
     message = MESSAGES.get(code, MESSAGES["1555"]).format(value=value)
     return {"_corrupt_record": json.dumps(record), "_errors": [{"code": code, "message": message}],
             "_filename": name}  # fmt: skip

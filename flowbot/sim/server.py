@@ -89,6 +89,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     simulator: Simulator
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: a client that hangs up early (a size or time bound) is not an error."""
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
