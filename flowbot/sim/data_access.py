@@ -127,7 +127,7 @@ class DataAccessSim:
 
 
 def _batches(run: Mapping[str, Any]) -> list[str]:
-    out = []
+    out: list[str] = []
     for activity in run.get("activities") or []:
         for target in activity.get("targetInfo") or []:
             ref = target.get("reference") or {}
