@@ -194,3 +194,8 @@ def run(rules_file: str | None, db: str | None, stop_timeout: float) -> None:
         click.echo(f"flowbot: {exc}", err=True)
         sys.exit(2)
     sys.exit(code)
+
+
+from flowbot.cli_explain import explain  # noqa: E402 (a command in its own module)
+
+cli.add_command(explain)

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from markupsafe import Markup
 
+from flowbot.diagnosis import template_values
 from flowbot.error_codes import lookup
 from flowbot.models import Finding, Flow, Link, Notice, Run, RunError
 from flowbot.untrusted import cut, is_configured_link, is_trusted_url, one_line
@@ -83,6 +84,7 @@ CONTEXT_NAMES = frozenset(
         "flows_total",
         "timezone",
         "text",
+        "diagnosis",
     }
 )
 
@@ -256,6 +258,7 @@ def notice_context(
         "links": [_link(link, link_origins) for link in links[:MAX_LINKS]],
         "links_more": max(len(links) - MAX_LINKS, 0),
         "runbook": runbook_url(notice.runbook),
+        "diagnosis": template_values(notice.diagnosis),
     }
     cleaned: dict[str, Any] = _clean(context)
     return cleaned

@@ -238,6 +238,7 @@ def run_demo(
             client_id=sim.client_id,
             client_secret=Secret(sim.client_secret),
             org_id=sim.org_id,
+            export_url=sim.export_url,
             db=str(db),
         )
         store = Store(db)

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flowbot import alerts
+from flowbot import alerts, diagnose
 from flowbot.errors import FlowAPIError, StoreError
 from flowbot.models import Flow, Message, Notice, Run
 from flowbot.outbox import Delivery, Monitoring, deliver
@@ -62,6 +62,7 @@ class Deps:
     # (stage, item) pairs already logged as skipped: a poisoned run re-read every cycle
     # of the overlap is logged at warning once, then at debug.
     skips_logged: set[tuple[str, str]] = field(default_factory=set)
+    diagnose_seconds: float = diagnose.DIAGNOSE_SECONDS  # row-error reads per cycle, at most
 
 
 @dataclass
@@ -78,6 +79,7 @@ class CycleReport:
     muted: int = 0
     queued: int = 0
     api_requests: int = 0
+    diagnostic_requests: int = 0  # to the Data Access API (diagnostics.budget bounds them)
     seconds: float = 0.0
     # Items left out by stage (parse, store, evaluate, alert, render), counted each
     # cycle they are met; `notes` says which and why, for the log.
@@ -327,6 +329,9 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         report.api_requests = _request_count(client) - requests_before
         report.runs_read = len(fetched.runs)
         deps.step("fetched")
+        report.diagnostic_requests = diagnose.read_batches(
+            deps, client, sandbox, fetched.runs, now, seconds=deps.diagnose_seconds
+        )
         _decide(deps, sandbox, mark, fetched, now, report, at)
     except FlowAPIError as exc:
         _fail(deps, mark, now, report, str(exc))
@@ -390,6 +395,7 @@ def _decide(
         )
         alert_ids = _apply(store, sandbox, changes, now, report)
         outgoing = alerts.plan([c for c in changes if c.key in alert_ids], ruleset.group_at)
+        outgoing = diagnose.attach(outgoing, store, ruleset)
         templates = templates_dir(ruleset, deps.settings.templates)
         origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
         at("route")
@@ -397,6 +403,7 @@ def _decide(
             outgoing, ruleset, alert_ids, templates, store, [o for o in origins if o],
             on_skip=report.skip,
         )  # fmt: skip
+        messages += diagnose.followups(store, ruleset, sandbox, templates, outgoing, alert_ids)
         if mark.degraded_announced:
             messages += meta_messages(
                 ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"

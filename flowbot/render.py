@@ -352,6 +352,57 @@ def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str,
     return {"text": text}
 
 
+def render_diagnosis(
+    diagnosis: Any, kind: str, *, title: str, templates_dir: Path | None = None
+) -> dict[str, Any]:
+    """The body of a thread reply that brings a run's diagnosis (`flowbot.diagnosis`)
+    after its alert, for any kind, through the `_diagnosis` partials; `title` (it may
+    quote API text) is escaped like API text. Falls back to the diagnosis's note."""
+    from flowbot.diagnosis import template_values
+
+    values = _clean_values(template_values(diagnosis))
+    title = cut(one_line(title), SUBJECT_MAX)
+    if kind == "file":
+        return {"title": title, "diagnosis": values}
+    dirs = _dirs(templates_dir, None)
+    slack = kind in ("slack", "webhook")
+
+    def text(name: str) -> str:
+        env = _environment(dirs, slack)
+        return render_template(env.get_template(name), {"diagnosis": values})
+
+    try:
+        if slack:
+            return slack_blocks(
+                f"# {escape_mrkdwn(title)}\n\n"
+                + within_time(lambda: text("slack/_diagnosis.md.j2"))
+            )
+        plain = within_time(lambda: text("common/_diagnosis.txt.j2")).strip()
+        if kind == "email":
+            html = within_time(lambda: text("email/_diagnosis.html.j2"))
+            head = Markup(
+                '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{}</title>'
+                '</head>\n<body style="font-family:sans-serif">\n'
+            ).format(title)
+            return {"subject": f"Re: {title}", "text": plain + "\n",
+                    "html": str(head) + html + "\n</body></html>"}  # fmt: skip
+        return {"text": f"== DIAGNOSIS {title}\n{plain}"}
+    except _RENDER_ERRORS as exc:
+        log.error("diagnosis template for %s failed (%s); sending its note", kind, exc)
+        note = one_line(getattr(diagnosis, "note", "") or "row-level errors: see flowbot explain")
+        return render_meta(f"{title}\n{note}", kind)
+
+
+def _clean_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return one_line(value)
+    if isinstance(value, dict):
+        return {k: _clean_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_values(v) for v in value]
+    return value
+
+
 def render_meta(text: str, kind: str) -> dict[str, Any]:
     """A body for a message about flowbot itself ("monitoring degraded for sandbox prod
     since …"), for any kind. `text` is flowbot's own but may quote an API error, so it

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from flowbot.sim.data_access import DataAccessSim
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.world import ListError, World
 
@@ -87,6 +88,9 @@ class Faults:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     simulator: Simulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: a client that hangs up early (a size or time bound) is not an error."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -163,6 +167,7 @@ class Simulator:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.world = World(scenario, page_size=page_size)
+        self.data_access = DataAccessSim(self._runs)  # the Data Access API under /export
         self.wall = wall
         self.port = port
         self.token_lifetime = token_lifetime
@@ -250,7 +255,17 @@ class Simulator:
             "ADOBE_CLIENT_ID": self.client_id,
             "ADOBE_CLIENT_SECRET": self.client_secret,
             "ADOBE_ORG_ID": self.org_id,
+            "FLOWBOT_EXPORT_URL": self.export_url,
         }
+
+    @property
+    def export_url(self) -> str:
+        """The Data Access API base URL (FLOWBOT_EXPORT_URL)."""
+        return self.url + "/export"
+
+    def _runs(self) -> dict[str, Any]:
+        with self.world.lock:
+            return dict(self.world.scenario.runs)
 
     @property
     def static_token(self) -> str:
@@ -363,6 +378,11 @@ class Simulator:
     def _route(self, request: RecordedRequest) -> Reply:
         sandbox = request.headers["x-sandbox-name"]
         parts = [part for part in request.path.split("/") if part]
+        if request.method == "GET" and parts[:1] == ["export"]:
+            status, body, headers = self.data_access.handle(
+                sandbox, parts[1:], request.query, self.export_url, self._stopping.wait
+            )
+            return Reply(status, body, headers)
         if request.method != "GET" or not parts or parts[0] not in ("flows", "runs"):
             message = f"No route for {request.method} {request.path}."
             return Reply(404, flow_error("FLOW-1000-404", "Not found", message))

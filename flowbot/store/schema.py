@@ -89,8 +89,25 @@ def m003_channel_delivery_state(db: sqlite_utils.Database) -> None:
     )
 
 
+def m004_diagnoses(db: sqlite_utils.Database) -> None:
+    """Row-level errors read through the Data Access API, one row per batch, so that a
+    batch is read once: its state (pending, done, denied, failed), the files listed but
+    not read yet, the summary (no record values unless show_values was on), and the
+    alerts sent before it was read, which get it as a thread reply."""
+    db.execute(
+        """CREATE TABLE diagnoses (
+            sandbox TEXT NOT NULL, batch_id TEXT NOT NULL, run_id TEXT NOT NULL,
+            started INTEGER, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            files TEXT, summary TEXT, waiting TEXT, created INTEGER NOT NULL,
+            updated INTEGER NOT NULL, PRIMARY KEY (sandbox, batch_id))"""
+    )
+    db.execute("CREATE INDEX diagnoses_run ON diagnoses(run_id)")
+    db.execute("CREATE INDEX diagnoses_due ON diagnoses(sandbox, started) WHERE state = 'pending'")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_initial,
     m002_grouped_messages,
     m003_channel_delivery_state,
+    m004_diagnoses,
 ]
