@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 
 class RuleSetLike(Protocol):
-    group_at: int
-    inhibit: tuple[Inhibit, ...]
+    @property
+    def group_at(self) -> int: ...
+    @property
+    def inhibit(self) -> tuple[Inhibit, ...]: ...
 
     def rule(self, name: str) -> RuleBase | None: ...
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from flowbot.models import Flow, Run, Schedule
+from flowbot.models import Event, Flow, Run, Schedule
 
 
 @overload
@@ -89,7 +89,7 @@ class OutboxRow:
     alert_id: int | None
     channel: str
     kind: str
-    event: str
+    event: Event
     body: Mapping[str, Any]
     created: datetime
     attempts: int
