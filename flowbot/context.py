@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from markupsafe import Markup
@@ -32,6 +32,8 @@ from flowbot.diagnosis import template_values
 from flowbot.error_codes import lookup
 from flowbot.models import Finding, Flow, Link, Notice, Run, RunError
 from flowbot.untrusted import cut, is_configured_link, is_trusted_url, one_line
+
+_T = TypeVar("_T")
 
 MAX_ERRORS = 10  # error lines shown per alert; the rest is "and N more"
 MAX_LINKS = 10
@@ -142,16 +144,16 @@ def _link(link: Link, origins: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _clean(value: Any) -> Any:
+def _clean(value: _T) -> _T:
     """Every string inside `value` through one_line (Markup and TrustedUrl kept as they are)."""
     if isinstance(value, (Markup, TrustedUrl)):
         return value
     if isinstance(value, str):
-        return one_line(value)
+        return cast(_T, one_line(value))
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return cast(_T, {k: _clean(v) for k, v in value.items()})
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return cast(_T, [_clean(v) for v in value])
     return value
 
 
@@ -384,14 +386,14 @@ def _seconds(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _bounded(value: Any) -> Any:
+def _bounded(value: _T) -> _T:
     """Every string inside `value` cut at MAX_FILE_TEXT characters."""
     if isinstance(value, str):
-        return cut(value, MAX_FILE_TEXT)
+        return cast(_T, cut(value, MAX_FILE_TEXT))
     if isinstance(value, dict):
-        return {k: _bounded(v) for k, v in value.items()}
+        return cast(_T, {k: _bounded(v) for k, v in value.items()})
     if isinstance(value, list):
-        return [_bounded(v) for v in value]
+        return cast(_T, [_bounded(v) for v in value])
     return value
 
 

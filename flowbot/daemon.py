@@ -34,7 +34,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from apscheduler.schedulers.base import BaseScheduler
@@ -58,6 +59,10 @@ from flowbot.pipeline import CycleReport, Deps
 from flowbot.settings import Settings
 from flowbot.summary import summary_line
 from flowbot.validate import check_templates, template_folders, validate
+
+if TYPE_CHECKING:
+    from flowbot.aep.client import FlowClient
+    from flowbot.rules import RuleSet
 
 __all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve"]
 
@@ -100,7 +105,7 @@ def ping(url: str, timeout: float = HEARTBEAT_TIMEOUT) -> None:
         log.warning("heartbeat to %s failed: %s", host, str(reason).replace(url, host))
 
 
-def _stats(client: Any) -> tuple[dict[Any, int], int]:
+def _stats(client: FlowClient | None) -> tuple[dict[int | str, int], int]:
     stats = getattr(client, "stats", None)
     if stats is None:
         return {}, 0
@@ -116,7 +121,7 @@ class Daemon:
     def __init__(
         self,
         settings: Settings,
-        ruleset: Any,
+        ruleset: RuleSet,
         deps: Deps,
         *,
         scheduler: BaseScheduler | None = None,
@@ -142,7 +147,7 @@ class Daemon:
         self._seen = fingerprint(self._watched(ruleset))
 
     @property
-    def ruleset(self) -> Any:
+    def ruleset(self) -> RuleSet:
         return self.deps.ruleset
 
     # -------------------------------------------------------------- jobs
@@ -188,8 +193,8 @@ class Daemon:
             started = time.monotonic()
             self.in_flight = sandbox
             report: CycleReport | None = None
-            client: Any = None
-            before: tuple[dict[Any, int], int] = ({}, 0)
+            client: FlowClient | None = None
+            before: tuple[dict[int | str, int], int] = ({}, 0)
             try:
                 client = deps.client_for(sandbox)
                 before = _stats(client)
@@ -225,8 +230,8 @@ class Daemon:
     def _count(
         self,
         sandbox: str,
-        client: Any,
-        before: tuple[dict[Any, int], int],
+        client: FlowClient | None,
+        before: tuple[dict[int | str, int], int],
         report: CycleReport,
         delivery: Delivery,
     ) -> None:
@@ -312,7 +317,7 @@ class Daemon:
 
     # -------------------------------------------------------------- reload
 
-    def _watched(self, ruleset: Any) -> list[Path]:
+    def _watched(self, ruleset: RuleSet) -> list[Path]:
         """The rules file and every template folder the rules use (per-rule included)."""
         return [Path(self.settings.rules), *template_folders(ruleset, self.settings.templates)]
 
@@ -431,10 +436,10 @@ class Daemon:
 
 
 def _on_signal(daemon: Daemon) -> None:
-    def stop(signum: int, _frame: Any) -> None:
+    def stop(signum: int, _frame: FrameType | None) -> None:
         threading.Thread(target=daemon.request_stop, args=(signum,), daemon=True).start()
 
-    def hup(_signum: int, _frame: Any) -> None:
+    def hup(_signum: int, _frame: FrameType | None) -> None:
         daemon.request_reload("SIGHUP")
 
     signal.signal(signal.SIGTERM, stop)
@@ -442,7 +447,7 @@ def _on_signal(daemon: Daemon) -> None:
     signal.signal(signal.SIGHUP, hup)
 
 
-def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOUT) -> int:
+def serve(settings: Settings, ruleset: RuleSet, *, stop_timeout: float = STOP_TIMEOUT) -> int:
     """Run the daemon until SIGTERM/SIGINT. Returns 0 after a stop. A cycle still in
     flight after `stop_timeout` seconds is abandoned (the process exits 0 at once):
     what it had not committed is read again at the next start.

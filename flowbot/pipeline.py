@@ -25,7 +25,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowbot import alerts, diagnose
 from flowbot.errors import FlowAPIError, StoreError
@@ -35,6 +35,11 @@ from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
 from flowbot.validate import templates_dir
 from flowbot.windows import plan
+
+if TYPE_CHECKING:
+    from flowbot.aep.client import FlowClient
+    from flowbot.notifiers import Notifier
+    from flowbot.rules import RuleSet
 
 log = logging.getLogger("flowbot.cycle")
 
@@ -51,10 +56,10 @@ CLOCK_SKEW = timedelta(minutes=5)  # the watermark stays this far behind the API
 class Deps:
     """What a cycle needs; built by `build_deps` or by tests pointing at local servers."""
 
-    ruleset: Any  # flowbot.rules.RuleSet
+    ruleset: RuleSet
     store: Store
-    client_for: Callable[[str], Any]  # sandbox → flowbot.aep.client.FlowClient
-    notifiers: Mapping[str, Any]  # channel name → Notifier
+    client_for: Callable[[str], FlowClient]  # by sandbox
+    notifiers: Mapping[str, Notifier]  # by channel name
     clock: Callable[[], datetime]
     settings: Settings = field(default_factory=Settings)
     step: Callable[[str], None] = lambda name: None  # test hook between stages
@@ -104,7 +109,9 @@ class Fetched:
 # ------------------------------------------------------------------ stages
 
 
-def fetch(client: Any, store: Store, mark: Watermark, ruleset: Any, now: datetime) -> Fetched:
+def fetch(
+    client: FlowClient, store: Store, mark: Watermark, ruleset: RuleSet, now: datetime
+) -> Fetched:
     """Read what changed: flows that ran (or all, hourly), the runs of the read windows
     (`flowbot.windows`: started since the watermark less an overlap, plus one small slice
     per age up to `late_arrival` for runs that show up late), and the runs still
@@ -156,7 +163,7 @@ def next_watermark(
 
 def route(
     outgoing: Sequence[alerts.Outgoing],
-    ruleset: Any,
+    ruleset: RuleSet,
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
     threads: Store | None = None,
@@ -191,11 +198,12 @@ def route(
 Pair = tuple[Notice, tuple[str, str]]
 
 
-def _by_channel(item: alerts.Outgoing, ruleset: Any) -> list[tuple[str, list[Pair]]]:
+def _by_channel(item: alerts.Outgoing, ruleset: RuleSet) -> list[tuple[str, list[Pair]]]:
     """The channels of the item's rules, in order, each with the notices routed to it."""
     out: dict[str, list[Pair]] = {}
     for notice, key in zip(item.notices, item.keys, strict=True):
-        for name in ruleset.rule(notice.rule).channels:
+        rule = ruleset.rule(notice.rule)  # None only if the rules changed under the notice
+        for name in rule.channels if rule else ():
             out.setdefault(name, []).append((notice, key))
     return list(out.items())
 
@@ -214,7 +222,7 @@ def _by_thread(
     flows of one rule together (a storm), the rest by flow."""
     if item.event != "resolved":
         return [(pairs, True)]
-    by_ref: dict[str, tuple[Any, list[Pair]]] = {}
+    by_ref: dict[str, tuple[dict[str, str], list[Pair]]] = {}
     loose: list[Pair] = []
     for pair in pairs:
         ref = threads.thread(alert_ids.get(pair[1]), channel) if threads else None
@@ -246,7 +254,7 @@ def _message(
     item: alerts.Outgoing,
     batch: list[Pair],
     channel: str,
-    ruleset: Any,
+    ruleset: RuleSet,
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
     update: bool,
@@ -264,13 +272,14 @@ def _message(
         if on_skip:
             on_skip("render", what, f"{reason}; sent as plain text")
 
+    lead_rule = ruleset.rule(notices[0].rule)
     try:
         body = render(
             notices,
             item.event,
             kind,
             templates_dir=templates_dir,
-            rule_template=ruleset.rule(notices[0].rule).template,
+            rule_template=lead_rule.template if lead_rule else None,
             timezone=ruleset.timezone,
             link_origins=link_origins,
             aep_org=ruleset.aep_ui.org if getattr(ruleset, "aep_ui", None) else "",
@@ -294,7 +303,9 @@ def _message(
     return Message(channel, kind, item.event, body, alert_id, group)
 
 
-def meta_messages(ruleset: Any, text: str, channels: Sequence[str] | None = None) -> list[Message]:
+def meta_messages(
+    ruleset: RuleSet, text: str, channels: Sequence[str] | None = None
+) -> list[Message]:
     """A message about flowbot itself for each monitoring channel (or each of `channels`)."""
     from flowbot.render import render_meta
 
@@ -576,12 +587,12 @@ def _full_refresh_due(mark: Watermark, now: datetime) -> bool:
     return mark.flows_refreshed is None or now - mark.flows_refreshed >= FLOW_REFRESH
 
 
-def _history_depth(ruleset: Any) -> int:
+def _history_depth(ruleset: RuleSet) -> int:
     needed: list[int] = [r.runs_needed for r in ruleset.rules]
     return max([10, *needed]) + 1
 
 
-def _request_count(client: Any) -> int:
+def _request_count(client: FlowClient) -> int:
     """HTTP requests the client has made so far (FlowClient.stats.requests)."""
     return int(getattr(getattr(client, "stats", None), "requests", 0))
 
@@ -592,7 +603,7 @@ def _iso(at: datetime) -> str:
 
 def build_deps(
     settings: Settings,
-    ruleset: Any,
+    ruleset: RuleSet,
     *,
     clock: Callable[[], datetime] | None = None,
     store: Store | None = None,
@@ -609,9 +620,9 @@ def build_deps(
         store = Store(settings.db)
         store.migrate()
     clock = clock or _utc_now
-    clients: dict[str, Any] = {}
+    clients: dict[str, FlowClient] = {}
 
-    def client_for(sandbox: str) -> Any:
+    def client_for(sandbox: str) -> FlowClient:
         if sandbox not in clients:
             clients[sandbox] = client_from_settings(settings, sandbox, **(client_options or {}))
         return clients[sandbox]

@@ -66,14 +66,23 @@ SCHEMA_CANNOT_SAY = (
 SEVERITIES = ("info", "warning", "critical")
 Severity = Literal["info", "warning", "critical"]
 _EMAIL = r"[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"']+"
-NonBlank = Text(r"[\s\S]*\S[\s\S]*", "must not be blank")
-Url = Text(r"https?://\S+", "must be an http:// or https:// URL")
-SandboxName = Text(
-    r"[A-Za-z0-9_-]+",
-    "a sandbox name has letters, digits, - and _ only (several sandboxes: [prod, dev])",
-)
-FlowId = Text(r"[^\s,]+", "a flow id has no spaces or commas (several ids: [a, b])")
-SlackId = Text(r"[UWS][A-Z0-9]{2,30}", "not a Slack user (U…, W…) or user-group (S…) id")
+NonBlank = Annotated[str, Text(r"[\s\S]*\S[\s\S]*", "must not be blank")]
+Url = Annotated[str, Text(r"https?://\S+", "must be an http:// or https:// URL")]
+SandboxName = Annotated[
+    str,
+    Text(
+        r"[A-Za-z0-9_-]+",
+        "a sandbox name has letters, digits, - and _ only (several sandboxes: [prod, dev])",
+    ),
+]
+FlowId = Annotated[str, Text(r"[^\s,]+", "a flow id has no spaces or commas (several ids: [a, b])")]
+SlackId = Annotated[
+    str, Text(r"[UWS][A-Z0-9]{2,30}", "not a Slack user (U…, W…) or user-group (S…) id")
+]
+SlackChannel = Annotated[
+    str, Text(r"\S+", 'not a Slack channel: {value}; write it like "#data-ops"')
+]
+EmailAddress = Annotated[str, Text(_EMAIL, "not an email address")]
 ChannelList = Annotated[list[str], Field(min_length=1)]
 
 
@@ -164,13 +173,13 @@ class ChannelSpec(_Model):
         extra="forbid", frozen=True, json_schema_extra=lambda schema: _channel_schema(schema)
     )
 
-    slack: Text(r"\S+", 'not a Slack channel: {value}; write it like "#data-ops"') | None = Field(
+    slack: SlackChannel | None = Field(
         None, description='Slack channel for the Web API, e.g. "#data-ops"'
     )
     webhook: Url | None = Field(None, description="Slack incoming-webhook URL")
-    email: (
-        Annotated[OneOrList(Text(_EMAIL, "not an email address")), Field(min_length=1)] | None
-    ) = Field(None, description="one address or a list")
+    email: Annotated[OneOrList[EmailAddress], Field(min_length=1)] | None = Field(
+        None, description="one address or a list"
+    )
     file: NonBlank | None = Field(None, description="JSONL file, relative to rules.yaml")
     terminal: Annotated[Literal[True], BeforeValidator(to_bool)] | None = Field(
         None, description="print to the terminal"
@@ -214,9 +223,9 @@ class SelectorSpec(_Model):
     """Which flows a rule watches; all flows when absent. Keys AND, values OR. Each key
     takes one value or a list."""
 
-    id: OneOrList(FlowId) = Field(default_factory=list, description="flow ids")
-    name: OneOrList(str) = Field(default_factory=list, description="flow name globs, e.g. crm-*")
-    sandbox: OneOrList(SandboxName) = Field(default_factory=list, description="sandbox names")
+    id: OneOrList[FlowId] = Field(default_factory=list, description="flow ids")
+    name: OneOrList[str] = Field(default_factory=list, description="flow name globs, e.g. crm-*")
+    sandbox: OneOrList[SandboxName] = Field(default_factory=list, description="sandbox names")
 
 
 class DefaultsSpec(_Model):
@@ -236,18 +245,21 @@ class MonitoringSpec(_Model):
     heartbeat_url: str | None = Field(None, description="URL pinged after each good cycle")
 
 
-RULE_NAME = Text(
-    r"[^\s](?:[^\n]*[^\s])?",
-    "a rule name has no leading/trailing spaces or newlines",
-    minLength=1,
-    maxLength=200,
-)
+RuleName = Annotated[
+    str,
+    Text(
+        r"[^\s](?:[^\n]*[^\s])?",
+        "a rule name has no leading/trailing spaces or newlines",
+        minLength=1,
+        maxLength=200,
+    ),
+]
 
 
 class RuleSpec(_Model):
     """The keys every rule takes."""
 
-    name: Annotated[RULE_NAME, Field(min_length=1, max_length=200)] = Field(
+    name: Annotated[RuleName, Field(min_length=1, max_length=200)] = Field(
         description="unique; names the alert"
     )
     type: str
@@ -291,7 +303,7 @@ class FailedRecordsRule(RuleSpec):
 
     type: Literal["failed_records"]
     above: Ratio
-    min_input: IntIn(0, 10**15) = Field(
+    min_input: Annotated[int, IntIn(0, 10**15)] = Field(
         0, description="judge only runs with at least this many inputs"
     )
 
@@ -307,8 +319,8 @@ class FailedRunsRule(RuleSpec):
 
     type: Literal["failed_runs"]
     above: Ratio | None = None
-    window: IntIn(1, 1000) | None = None
-    in_a_row: IntIn(1, 1000) | None = None
+    window: Annotated[int, IntIn(1, 1000)] | None = None
+    in_a_row: Annotated[int, IntIn(1, 1000)] | None = None
 
     @model_validator(mode="after")
     def _one_measure(self) -> FailedRunsRule:
@@ -405,9 +417,9 @@ RULE_MODELS: dict[str, type[RuleSpec]] = {
 class AepUiSpec(_Model):
     """What links into the AEP UI need."""
 
-    org: Text(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "an org is letters, digits, . _ -") = Field(
-        description="the IMS org's short name in experience.adobe.com links"
-    )
+    org: Annotated[
+        str, Text(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "an org is letters, digits, . _ -")
+    ] = Field(description="the IMS org's short name in experience.adobe.com links")
 
 
 class DiagnosticsSpec(_Model):
@@ -415,7 +427,9 @@ class DiagnosticsSpec(_Model):
 
     enabled: Bool = False
     show_values: Bool = Field(False, description="record values (PII) stay out unless true")
-    budget: IntIn(0, 1000) = Field(20, description="diagnostic requests per cycle, at most")
+    budget: Annotated[int, IntIn(0, 1000)] = Field(
+        20, description="diagnostic requests per cycle, at most"
+    )
 
 
 class InhibitSpec(_Model):
@@ -463,7 +477,7 @@ class RulesFile(_Model):
     channels: dict[str, Any] = Field(default_factory=dict)
     defaults: Any = None  # DefaultsSpec, validated on its own
     rules: list[Any]
-    group_at: IntIn(1, 100_000) = Field(
+    group_at: Annotated[int, IntIn(1, 100_000)] = Field(
         10, description="flows firing one rule before they are grouped"
     )
     timezone: str = Field("UTC", description="for times shown in messages")

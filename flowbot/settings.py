@@ -140,6 +140,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{name}: {exc}")
     if problems:
         raise ConfigError("bad environment: " + "; ".join(problems), problems)
+    # Each value has its field's type (ENVIRONMENT names the converter per field); the
+    # mapping from names to types is data here, which mypy cannot follow.
     return Settings(**values)  # type: ignore[arg-type]
 
 

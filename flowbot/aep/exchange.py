@@ -274,14 +274,15 @@ class _Watch:
                 pass
 
 
-class _Watched:
-    """Mixin: tell the exchange running in this thread which connection it uses."""
+class _Watched(HTTPConnection):
+    """Tells the exchange running in this thread which connection it uses (comes
+    before HTTPSConnection too, which is an HTTPConnection)."""
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch: _Watch | None = getattr(_local, "watch", None)
         if watch is not None:
-            watch.connection = self  # type: ignore[assignment]
-        super().request(*args, **kwargs)  # type: ignore[misc]
+            watch.connection = self
+        super().request(*args, **kwargs)
         if watch is not None and watch.fired:  # fired while connecting: cut now
             watch.shut()
 

@@ -124,7 +124,8 @@ def post(
     proxy = proxy_for(url)
     with bounded(deadline) as watch:
         conn: Any
-        host, port = (proxy.hostname, proxy.port) if proxy else (parts.hostname, parts.port)
+        via = proxy or parts  # proxy_for returns only proxies that name a host
+        host, port = via.hostname or parts.hostname, via.port
         if parts.scheme == "https":
             conn = http.client.HTTPSConnection(
                 host, port, timeout=watch.socket_timeout, context=ssl.create_default_context()

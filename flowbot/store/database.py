@@ -198,7 +198,7 @@ class Store:
 
     def set_watermark(self, mark: Watermark) -> None:
         with self.guard():
-            self.db["watermarks"].upsert(
+            self.db.table("watermarks").upsert(
                 {
                     "sandbox": mark.sandbox,
                     "runs_since": to_ms(mark.runs_since),
@@ -337,14 +337,14 @@ class Store:
         """Upsert `rows` (all at once, or one by one when that fails); the ids of the
         rows SQLite refused, each told to `on_skip`."""
         try:
-            self.db[table].upsert_all(rows, pk="id")
+            self.db.table(table).upsert_all(rows, pk="id")
             return set()
         except (ValueError, OverflowError, TypeError):
             pass
         failed = set()
         for row in rows:
             try:
-                self.db[table].upsert(row, pk="id")
+                self.db.table(table).upsert(row, pk="id")
             except (ValueError, OverflowError, TypeError) as exc:
                 on_skip("store", f"{what} {_show(row['id'])}", _reason(exc))
                 failed.add(row["id"])
@@ -485,7 +485,9 @@ class Store:
         unknown = set(values) - self.ALERT_FIELDS
         if unknown:
             raise ValueError(f"not alert fields: {sorted(unknown)}")
-        fields = {k: (to_ms(v) if isinstance(v, datetime) else v) for k, v in values.items()}
+        fields: dict[str, Any] = {
+            k: (to_ms(v) if isinstance(v, datetime) else v) for k, v in values.items()
+        }
         if "muted" in fields:
             fields["muted"] = int(bool(fields["muted"]))
         if isinstance(fields.get("reason"), str):
@@ -508,7 +510,7 @@ class Store:
         since: datetime | None = None,
         limit: int = 200,
     ) -> list[AlertRow]:
-        sql, params = "SELECT * FROM alerts WHERE 1=1", []
+        sql, params = "SELECT * FROM alerts WHERE 1=1", list[str | int]()
         if flow:
             sql += " AND (flow_id = ? OR flow_name LIKE ?)"
             params += [flow, flow.replace("*", "%")]
@@ -567,7 +569,7 @@ class Store:
         ]
         with self.guard():
             for message, row in zip(messages, rows, strict=True):
-                message_id = self.db["outbox"].insert(row).last_pk
+                message_id = self.db.table("outbox").insert(row).last_pk
                 for alert_id in message.group:
                     self.db.execute(
                         "INSERT OR IGNORE INTO message_alerts VALUES (?, ?)", (message_id, alert_id)
@@ -632,7 +634,7 @@ class Store:
         since: datetime | None = None,
         limit: int = 200,
     ) -> list[OutboxRow]:
-        sql, params = "SELECT * FROM outbox WHERE 1=1", []
+        sql, params = "SELECT * FROM outbox WHERE 1=1", list[int]()
         if alert_ids is not None:
             if not alert_ids:
                 return []
@@ -659,7 +661,7 @@ class Store:
             channel=r["channel"],
             problem=r["problem"],
             error=r["error"],
-            since=from_ms(r["since"]),  # type: ignore[arg-type]
+            since=from_ms(r["since"]),
             announced_to=tuple(json.loads(r["announced_to"])),
         )
 
@@ -710,7 +712,7 @@ class Store:
                 r["flow"],
                 r["reason"],
                 from_ms(r["created"]),
-                from_ms(r["expires"]),  # type: ignore[arg-type]
+                from_ms(r["expires"]),
             )
             for r in rows
         ]
