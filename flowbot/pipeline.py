@@ -282,7 +282,7 @@ def _message(
             rule_template=lead_rule.template if lead_rule else None,
             timezone=ruleset.timezone,
             link_origins=link_origins,
-            aep_org=ruleset.aep_ui.org if getattr(ruleset, "aep_ui", None) else "",
+            aep_org=ruleset.aep_ui.org if ruleset.aep_ui else "",
             on_fallback=fell_back,
         )
     except Exception as exc:  # anything else about one message must not stop the cycle

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -30,6 +30,9 @@ from flowbot.aep.exchange import (
     safe_url,
 )
 from flowbot.settings import redact
+
+if TYPE_CHECKING:
+    from flowbot.aep.client import FlowClient
 
 MAX_FILE_BYTES = 8 * 2**20  # one listing or error file; larger is left out, said so
 MAX_FILES = 5  # error files read per batch (Adobe lists 100 at most per page)
@@ -86,11 +89,11 @@ class ErrorFile:
 
 class DataAccess:
     """Reads row-error files with the credentials of `client` (a FlowClient: its
-    `tokens`, `api_key`, `org_id`, `sandbox`, `origins` and `timeout`)."""
+    `auth` signs each request for an allowed origin, `limits.timeout` bounds it)."""
 
     def __init__(
         self,
-        client: Any,
+        client: FlowClient,
         export_url: str,
         budget: Budget,
         *,
