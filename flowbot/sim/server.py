@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -363,6 +364,12 @@ class Simulator:
     def _route(self, request: RecordedRequest) -> Reply:
         sandbox = request.headers["x-sandbox-name"]
         parts = [part for part in request.path.split("/") if part]
+        if request.method == "POST" and len(parts) == 3 and parts[::2] == ["runs", "action"]:
+            from flowbot.sim.actions import retrigger
+
+            op = (request.query.get("op") or [""])[0]
+            now = datetime.fromtimestamp(self.wall(), UTC)
+            return Reply(*retrigger(self.world, sandbox, parts[1], op, now))
         if request.method != "GET" or not parts or parts[0] not in ("flows", "runs"):
             message = f"No route for {request.method} {request.path}."
             return Reply(404, flow_error("FLOW-1000-404", "Not found", message))
