@@ -335,3 +335,27 @@ def test_refusal_from_adobe_is_said_in_the_thread(tmp_path: Any) -> None:
             assert "refused" in reply.body["text"] and reply.body["thread_ts"]
         finally:
             rig.close()
+
+
+def test_the_daemon_serves_buttons_and_counts_actions_in_metrics(tmp_path: Any) -> None:
+    from daemon_harness import Running
+
+    world, _ = scenario()
+    with Simulator(world) as sim, slack_server() as slack, socket_mode_server() as sock:
+        slack.socket_url = sock.url
+        env = {"SLACK_APP_TOKEN": "xapp-1-test", "SLACK_BOT_TOKEN": "xoxb-test",
+               "FLOWBOT_SLACK_API_URL": slack.url}  # fmt: skip
+        with Running(tmp_path, sim, RULES.replace("1m", "1h"), http=True, env=env) as bot:
+            sock.wait_connected(timeout=20)
+            post = wait_until(lambda: [c for c in slack.calls_to("chat.postMessage")
+                                       if sa.ACTIONS_BLOCK in str(c.body.get("blocks"))])[0]  # fmt: skip
+            [block] = [b for b in post.body["blocks"] if b.get("block_id") == sa.ACTIONS_BLOCK]
+            payload = {
+                "type": "block_actions", "user": {"id": OTHER},
+                "container": {"message_ts": "1700000000.000001", "channel_id": "C00000001"},
+                "actions": [{"action_id": "flowbot_ack", "value": block["elements"][0]["value"]}],
+            }  # fmt: skip
+            sock.wait_ack(sock.send("interactive", payload))
+            metric = 'flowbot_slack_actions_total{action="ack",outcome="refused"} 1'
+            wait_until(lambda: metric in bot.get("/metrics")[2], what="the action counted")
+            assert bot.stop() == 0
