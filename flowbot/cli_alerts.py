@@ -41,6 +41,11 @@ def history(
     for m in messages:  # a grouped message belongs to each alert it speaks for
         for alert_id in [m.alert_id] if m.alert_id is not None else store.group_of(m.id):
             by_alert.setdefault(alert_id, []).append(m)
+    from flowbot.store.actions import actions as slack_actions
+
+    acted: dict[int | None, list[Any]] = {}
+    for action in slack_actions(store, alert_ids=[a.id for a in alerts], limit=limit * 20):
+        acted.setdefault(action.alert_id, []).append(action)
     if not alerts:
         click.echo("no alerts")
     for a in alerts:
@@ -58,6 +63,11 @@ def history(
                              "attempts": m.attempts, "error": m.error, "sent": when(m.sent)}
                             for m in sent
                         ],
+                        "slack_actions": [
+                            {"action": x.action, "user": x.user, "at": when(x.at),
+                             "outcome": x.outcome, "detail": x.detail}
+                            for x in reversed(acted.get(a.id, []))
+                        ],
                     }
                 )
             )  # fmt: skip
@@ -74,6 +84,9 @@ def history(
                 f"    {m.event:<8} → {m.channel}: {m.state} after {m.attempts} attempt(s) "
                 f"{when(m.sent)}{error}"
             )
+        for x in reversed(acted.get(a.id, [])):
+            detail = f" · {x.detail}" if x.detail else ""
+            click.echo(f"    {x.action:<8} ← Slack {x.user} {when(x.at)}: {x.outcome}{detail}")
 
 
 @click.group()

@@ -459,6 +459,7 @@ def serve(settings: Settings, ruleset: RuleSet, *, stop_timeout: float = STOP_TI
     deps = pipeline.build_deps(settings, ruleset)
     daemon = Daemon(settings, ruleset, deps)
     health = None
+    slack = _start_slack_actions(settings, daemon)
     try:
         if settings.http_port:
             health = HealthServer(
@@ -499,8 +500,25 @@ def serve(settings: Settings, ruleset: RuleSet, *, stop_timeout: float = STOP_TI
     finally:
         if health is not None:
             health.stop()
+        if slack is not None:
+            slack[0].stop()
+            slack[1].close()
         daemon.deps.store.close()
         lock.close()
+
+
+def _start_slack_actions(settings: Settings, daemon: Daemon) -> Any:
+    """Socket Mode (buttons, /flowbot) when SLACK_APP_TOKEN is set: (connection, its
+    store), or None."""
+    from flowbot import slack_socket
+
+    def count(action: str, outcome: str) -> None:
+        daemon.metrics.inc("flowbot_slack_actions_total", action=action, outcome=outcome)
+
+    return slack_socket.start(
+        settings, lambda: daemon.ruleset, lambda s: daemon.deps.client_for(s),
+        daemon.deps.clock, count,
+    )  # fmt: skip
 
 
 def _route_scheduler_logs() -> None:

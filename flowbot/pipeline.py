@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowbot import alerts, diagnose
+from flowbot import alerts, diagnose, slack_hooks
 from flowbot.errors import FlowAPIError, StoreError
 from flowbot.models import Flow, Message, Notice, Run
 from flowbot.outbox import Delivery, Monitoring, deliver
@@ -404,17 +404,19 @@ def _decide(
         changes = alerts.decide(
             ruleset, firing, evaluation, store.silences(now), by_id, history, now
         )
+        changes = slack_hooks.quiet_acknowledged(store, changes)
         alert_ids = _apply(store, sandbox, changes, now, report)
         outgoing = alerts.plan([c for c in changes if c.key in alert_ids], ruleset.group_at)
         outgoing = diagnose.attach(outgoing, store, ruleset)
         templates = templates_dir(ruleset, deps.settings.templates)
-        origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
+        origins = (deps.settings.api_url, deps.settings.export_url)
         at("route")
         messages = route(
             outgoing, ruleset, alert_ids, templates, store, [o for o in origins if o],
             on_skip=report.skip,
         )  # fmt: skip
         messages += diagnose.followups(store, ruleset, sandbox, templates, outgoing, alert_ids)
+        messages = slack_hooks.offer_buttons(messages, ruleset, store, deps.settings)
         if mark.degraded_announced:
             messages += meta_messages(
                 ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"

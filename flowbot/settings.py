@@ -59,6 +59,7 @@ class Settings:
     access_token: Secret = Secret("")
     slack_bot_token: Secret = Secret("")
     slack_api_url: str = SLACK_API_URL
+    slack_app_token: Secret = Secret("")
     smtp_host: str = ""
     smtp_port: int = 587
     smtp_user: str = ""
@@ -107,6 +108,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "ADOBE_ACCESS_TOKEN": ("access_token", "secret"),
     "SLACK_BOT_TOKEN": ("slack_bot_token", "secret"),
     "FLOWBOT_SLACK_API_URL": ("slack_api_url", "url"),
+    "SLACK_APP_TOKEN": ("slack_app_token", "secret"),
     "SMTP_HOST": ("smtp_host", "str"),
     "SMTP_PORT": ("smtp_port", "port"),
     "SMTP_USER": ("smtp_user", "str"),

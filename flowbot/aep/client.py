@@ -189,6 +189,34 @@ class FlowClient:
         extra = [] if since is None else [since_filter(since)]
         return self._by_values("/runs", "flowId", flow_ids, extra)
 
+    def retry_run(self, run_id: str) -> str:
+        """Ask Adobe to run a failed run again (`POST /runs/{id}/action?op=RE_TRIGGER`,
+        batch sources only); the new run's id. One request, never retried (a repeat
+        could start two runs); a refusal raises FlowAPIError with Adobe's reason."""
+        url = f"{self.base_url}/runs/{quote_plus(run_id)}/action"
+        endpoint = urlsplit(url).path
+        try:
+            answer = exchange(
+                self._session, "POST", url, params={"op": "RE_TRIGGER"},
+                headers=self.auth.headers(url, self.sandbox),
+                seconds=self.limits.timeout, max_bytes=self.limits.max_bytes,
+            )  # fmt: skip
+        except (ExchangeError, CredentialsRefusedError) as exc:
+            raise FlowAPIError(f"Flow Service POST {endpoint}: {exc}", retryable=True) from None
+        self._counters.answered(answer.status)
+        if not 200 <= answer.status < 300:
+            detail = redact(adobe_error(answer), self.auth.secrets())
+            raise FlowAPIError(
+                f"HTTP {answer.status}" + (f": {detail}" if detail else ""), status=answer.status
+            )
+        body = self._decode(answer, endpoint)
+        items = body.get("items")
+        first = items[0] if isinstance(items, list) and items else body
+        new_id = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(new_id, str) or not new_id:
+            raise FlowAPIError(f"Flow Service POST {endpoint}: an answer without a run id")
+        return new_id[:200]
+
     @contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
         """Bound every request made inside the block to `seconds` in total (measured

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -383,6 +384,12 @@ class Simulator:
                 sandbox, parts[1:], request.query, self.export_url, self._stopping.wait
             )
             return Reply(status, body, headers)
+        if request.method == "POST" and len(parts) == 3 and parts[::2] == ["runs", "action"]:
+            from flowbot.sim.actions import retrigger
+
+            op = (request.query.get("op") or [""])[0]
+            now = datetime.fromtimestamp(self.wall(), UTC)
+            return Reply(*retrigger(self.world, sandbox, parts[1], op, now))
         if request.method != "GET" or not parts or parts[0] not in ("flows", "runs"):
             message = f"No route for {request.method} {request.path}."
             return Reply(404, flow_error("FLOW-1000-404", "Not found", message))

@@ -105,9 +105,30 @@ def m004_diagnoses(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX diagnoses_due ON diagnoses(sandbox, started) WHERE state = 'pending'")
 
 
+def m005_slack_actions(db: sqlite_utils.Database) -> None:
+    """What people did from Slack: every button press and slash command, allowed or
+    refused (who, when, on which alert, what came of it; `envelope` is Slack's
+    envelope id, so that a replayed envelope is acted on once), and the alerts
+    acknowledged (by whom, when, and the error they were acknowledged for)."""
+    db.execute(
+        """CREATE TABLE slack_actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, envelope TEXT, at INTEGER NOT NULL,
+            user TEXT NOT NULL, action TEXT NOT NULL, alert_id INTEGER,
+            outcome TEXT NOT NULL, detail TEXT)"""
+    )
+    db.execute("CREATE UNIQUE INDEX slack_actions_envelope ON slack_actions(envelope)")
+    db.execute("CREATE INDEX slack_actions_alert ON slack_actions(alert_id)")
+    db.execute(
+        """CREATE TABLE acks (
+            alert_id INTEGER PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL,
+            signature TEXT NOT NULL)"""
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_initial,
     m002_grouped_messages,
     m003_channel_delivery_state,
     m004_diagnoses,
+    m005_slack_actions,
 ]
