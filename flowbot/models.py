@@ -20,7 +20,7 @@ RUNNING_STATES = frozenset({"inprogress", "processing"})
 WAITING_STATES = frozenset({"scheduled", "waiting"})
 
 AlertState = Literal["firing", "resolved"]
-Event = Literal["firing", "repeat", "resolved", "grouped", "meta"]
+Event = Literal["firing", "repeat", "resolved", "grouped", "meta", "digest"]
 
 
 @dataclass(frozen=True, slots=True)
