@@ -510,6 +510,7 @@ def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOU
                 settings.http_port,
                 ready=daemon.ready,
                 metrics=daemon.metrics.render,
+                pages=status_pages(settings, daemon),
             ).start()
             log.info("health and metrics on %s", health.url)
         daemon.schedule()
@@ -545,6 +546,20 @@ def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOU
             health.stop()
         daemon.deps.store.close()
         lock.close()
+
+
+def status_pages(settings: Settings, daemon: Daemon) -> Any:
+    """The status page's handler: its own connection to the database per page."""
+    from flowbot.statuspage import StatusPages
+    from flowbot.store import Store
+
+    return StatusPages(
+        lambda: Store(settings.db),
+        lambda: daemon.ruleset,
+        daemon.deps.clock,
+        token=settings.ui_token.get(),
+        bound_to=settings.http_host,
+    )
 
 
 def _route_scheduler_logs() -> None:
