@@ -19,6 +19,7 @@ from flowbot import __version__
 from flowbot.cli_alerts import history, silence
 from flowbot.cli_common import db_option, friendly_errors, load, rules_option
 from flowbot.cli_notify import notify
+from flowbot.cli_report import report
 from flowbot.cli_rules import rules
 
 
@@ -63,6 +64,7 @@ cli.add_command(rules)
 cli.add_command(history)
 cli.add_command(silence)
 cli.add_command(notify)
+cli.add_command(report)
 
 
 # ---------------------------------------------------------------- cycles

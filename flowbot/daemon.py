@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from flowbot import pipeline
@@ -168,6 +169,7 @@ class Daemon:
                 replace_existing=True,
                 **job_options(self.ruleset.poll_every, now),
             )
+        self.schedule_digest()
         if self.scheduler.get_job("watch") is None:
             self.scheduler.add_job(
                 self.watch,
@@ -177,6 +179,51 @@ class Daemon:
                 coalesce=True,
                 max_instances=1,
             )
+
+    def schedule_digest(self) -> None:
+        """(Re)create the `digest` job at the digest cron's next firing (croniter
+        decides when: APScheduler's day-of-week numbers are not cron's)."""
+        from flowbot.digest import next_digest
+
+        digest = self.ruleset.digest
+        if digest is None:
+            if self.scheduler.get_job("digest") is not None:
+                self.scheduler.remove_job("digest")
+            return
+        at = next_digest(digest, self.deps.clock())
+        self.scheduler.add_job(
+            self.send_digest,
+            DateTrigger(run_date=at, timezone=UTC),
+            id="digest",
+            name="digest",
+            replace_existing=True,
+            misfire_grace_time=3600,
+        )
+
+    def send_digest(self) -> int:
+        """Queue the digest of the period that just ended, drain the outbox, and
+        schedule the next digest. Returns the messages queued; never raises."""
+        from flowbot.digest import digest_messages, digest_period
+        from flowbot.report import gather
+
+        queued = 0
+        with self._cycle_lock:
+            deps = self.deps
+            digest = deps.ruleset.digest
+            try:
+                if digest is not None and not self.stopping:
+                    since, until = digest_period(digest, deps.clock())
+                    report = gather(deps.store, since, until, deps.ruleset.sandboxes)
+                    messages = digest_messages(report, digest, deps.ruleset.channels)
+                    with deps.store.transaction():
+                        queued = deps.store.enqueue(messages, deps.clock())
+                    log.info("digest %s → %s queued for %d channel(s)", since, until, queued)
+                    pipeline.send(deps)
+            except Exception as exc:  # a digest that fails must not end the daemon
+                log.error("digest: not sent: %s", describe(exc, self.settings.secrets()))
+        if not self.stopping:
+            self.schedule_digest()
+        return queued
 
     def cycle(self, sandbox: str) -> CycleReport | None:
         """One cycle of `sandbox` and a drain of the outbox; never raises.
@@ -369,6 +416,8 @@ class Daemon:
             self.last_ok.pop(sandbox, None)
         if (old.poll_every, old.sandboxes) != (ruleset.poll_every, ruleset.sandboxes):
             self.schedule()
+        elif old.digest != ruleset.digest:
+            self.schedule_digest()
         log.info(
             "rules reloaded (%s): %d rules, sandboxes %s, every %ss",
             reason,
@@ -467,6 +516,7 @@ def serve(settings: Settings, ruleset: RuleSet, *, stop_timeout: float = STOP_TI
                 settings.http_port,
                 ready=daemon.ready,
                 metrics=daemon.metrics.render,
+                pages=status_pages(settings, daemon),
             ).start()
             log.info("health and metrics on %s", health.url)
         daemon.schedule()
@@ -519,6 +569,20 @@ def _start_slack_actions(settings: Settings, daemon: Daemon) -> Any:
         settings, lambda: daemon.ruleset, lambda s: daemon.deps.client_for(s),
         daemon.deps.clock, count,
     )  # fmt: skip
+
+
+def status_pages(settings: Settings, daemon: Daemon) -> Any:
+    """The status page's handler: its own connection to the database per page."""
+    from flowbot.statuspage import StatusPages
+    from flowbot.store import Store
+
+    return StatusPages(
+        lambda: Store(settings.db),
+        lambda: daemon.ruleset,
+        daemon.deps.clock,
+        token=settings.ui_token.get(),
+        bound_to=settings.http_host,
+    )
 
 
 def _route_scheduler_logs() -> None:

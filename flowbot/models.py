@@ -23,7 +23,7 @@ RUNNING_STATES = frozenset({"inprogress", "processing"})
 WAITING_STATES = frozenset({"scheduled", "waiting"})
 
 AlertState = Literal["firing", "resolved"]
-Event = Literal["firing", "repeat", "resolved", "grouped", "meta", "diagnosis"]
+Event = Literal["firing", "repeat", "resolved", "grouped", "meta", "diagnosis", "digest"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ class Settings:
     http_host: str = "127.0.0.1"
     log_format: str = "text"
     templates: str | None = None
+    ui_token: Secret = Secret("")
 
     def secrets(self) -> list[str]:
         """The secret values that are set, for redaction of any text that leaves us:
@@ -121,6 +122,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "FLOWBOT_HTTP_HOST": ("http_host", "str"),
     "FLOWBOT_LOG_FORMAT": ("log_format", "format"),
     "FLOWBOT_TEMPLATES": ("templates", "str"),
+    "FLOWBOT_UI_TOKEN": ("ui_token", "secret"),
 }
 
 
