@@ -14,8 +14,6 @@ from flowbot.settings import ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-# Text a helper branch wrote for README.md, waiting for the lead to merge it (DOCS-*.md)
-README += "".join(p.read_text() for p in sorted(ROOT.glob("DOCS-*.md")))
 DOCS = README + "".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
 
 

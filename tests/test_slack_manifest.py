@@ -21,13 +21,10 @@ SCOPE_OF = {
 
 
 def manifest() -> dict:
-    for name in ("README.md", "DOCS-h-slackactions.md"):
-        path = ROOT / name
-        text = path.read_text() if path.exists() else ""
-        for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
-            data = yaml.safe_load(block)
-            if isinstance(data, dict) and "oauth_config" in data:
-                return data
+    for block in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        data = yaml.safe_load(block)
+        if isinstance(data, dict) and "oauth_config" in data:
+            return data
     raise AssertionError("no Slack app manifest in README.md")
 
 
@@ -56,6 +53,4 @@ def test_manifest_turns_on_socket_mode_interactivity_and_the_command() -> None:
     assert data["settings"]["socket_mode_enabled"] is True
     assert data["settings"]["interactivity"]["is_enabled"] is True
     assert [c["command"] for c in data["features"]["slash_commands"]] == ["/flowbot"]
-    docs = ROOT / "DOCS-h-slackactions.md"
-    text = docs.read_text() if docs.exists() else (ROOT / "README.md").read_text()
-    assert "connections:write" in text
+    assert "connections:write" in (ROOT / "README.md").read_text()
