@@ -30,13 +30,17 @@ from urllib.parse import parse_qs, quote, unquote
 
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup, escape
 
+from flowbot.context import aep_run_url, aep_url
 from flowbot.health import Answer, Request
-from flowbot.models import RUNNING_STATES, WAITING_STATES
+from flowbot.models import RUNNING_STATES, WAITING_STATES, Flow
 from flowbot.report import span
 from flowbot.store import AlertRow, Silence, Store, Watermark
+from flowbot.store import actions as store_actions
 from flowbot.store import views as store_views
-from flowbot.store.views import FlowFact, RunFact
+from flowbot.store.actions import Ack
+from flowbot.store.views import SHOWN_STATES, FlowFact, FlowFilter, RunFact
 from flowbot.untrusted import cut, one_line
 
 log = logging.getLogger("flowbot.statuspage")
@@ -49,7 +53,7 @@ FLOW_ALERTS = 100  # alerts on a flow's page
 QUERY_MAX = 200  # characters of a filter value kept
 NAME_MAX = 200  # characters of a flow name shown
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-STATES = ("alerting", "failed", "ok", "running", "disabled", "unknown")
+STATES = SHOWN_STATES  # most urgent first: the flows table is sorted by it
 
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; "
@@ -85,7 +89,7 @@ class FlowLine:
     sandbox: str
     state: str
     owners: tuple[str, ...]
-    strip: tuple[Cell, ...]
+    strip: Markup  # the strip as inline SVG (strip_svg)
     summary: str  # the strip in words
     last_records: str
     last_duration: str
@@ -103,9 +107,12 @@ class Incident:
     age: str
     since: str
     silenced: bool
+    acknowledged: str  # "by <user> at <time>", or "" when nobody acknowledged it
     count: int
     reason: str
     runbook: str | None
+    flow_url: str  # the dataflow in the AEP UI
+    run_url: str | None  # the run that fired it, in the AEP UI
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,21 +197,6 @@ def _duration(run: RunFact | None) -> str:
     return span(run.completed - run.started)
 
 
-def state_of(flow: FlowFact, alerting: bool) -> str:
-    if alerting:
-        return "alerting"
-    if flow.state == "disabled":
-        return "disabled"
-    last = flow.last_run_state or ""
-    if last == "failed":
-        return "failed"
-    if last == "success":
-        return "ok"
-    if last in RUNNING_STATES or last in WAITING_STATES:
-        return "running"
-    return "unknown"
-
-
 def silenced(alert: AlertRow, silences: Iterable[Silence]) -> bool:
     if alert.muted:
         return True
@@ -223,6 +215,52 @@ def owners_of(flow: FlowFact, rules: Sequence[Any]) -> tuple[str, ...]:
     value = Flow(id=flow.id, name=flow.name, sandbox=flow.sandbox)
     found = {r.owner for r in rules if r.owner and r.flows.matches(value)}
     return tuple(sorted(found))
+
+
+def owned_by(owner: str, rules: Sequence[Any]) -> Callable[[str, str, str], bool]:
+    """Whether a flow (id, name, sandbox) is watched by a rule whose owner contains
+    `owner` (case-insensitive): the owner filter, which the store calls per flow."""
+    wanted = [r for r in rules if r.owner and owner.lower() in r.owner.lower()]
+
+    def owned(flow_id: str, name: str, sandbox: str) -> bool:
+        value = Flow(id=flow_id, name=name, sandbox=sandbox)
+        return any(r.flows.matches(value) for r in wanted)
+
+    return owned
+
+
+def ui_flow(flow: FlowFact | None, flow_id: str, sandbox: str) -> Flow:
+    """The flow as context.aep_url wants it (the org from the flow when it is stored)."""
+    raw = {"imsOrgId": flow.org_id} if flow and flow.org_id else {}
+    return Flow(id=flow_id, sandbox=(flow.sandbox if flow else sandbox), raw=raw)
+
+
+def acknowledged(ack: Ack | None) -> str:
+    if ack is None:
+        return ""
+    return f"by {cut(one_line(ack.user), 40) or 'someone'} at {_at(ack.at)}"
+
+
+def strip_svg(cells: Sequence[Cell], summary: str) -> Markup:
+    """A strip of runs as one inline SVG: per run a coloured rect (its status, and its
+    details as a title) and a glyph; the summary once, as the image's text alternative.
+    Built here rather than in a template: a page of 100 flows has 2,000 runs."""
+    width = max(len(cells), 1) * 16
+    said = escape(summary)
+    parts = [
+        f'<svg class="strip" role="img" width="{width}" height="20" viewBox="0 0 {width} 20" '
+        f'aria-label="{said}" xmlns="http://www.w3.org/2000/svg"><title>{said}</title>'
+        '<g fill="#ffffff" font-size="12" font-family="sans-serif" text-anchor="middle">'
+    ]
+    for n, c in enumerate(cells):
+        x = n * 16
+        parts.append(
+            f'<rect data-status="{escape(c.status)}" fill="{c.colour}" x="{x}" y="1" '
+            f'width="14" height="18" rx="2"><title>{escape(c.label)}</title></rect>'
+            f'<text x="{x + 7}" y="15">{c.glyph}</text>'
+        )
+    parts.append("</g></svg>")
+    return Markup("".join(parts))
 
 
 def name_of(flow: FlowFact | None, fallback: str) -> str:
@@ -251,53 +289,41 @@ def build_view(
     now: datetime,
     sandboxes: Sequence[str],
     marks: Mapping[str, Watermark],
-    flows: Sequence[FlowFact],
+    shown: Sequence[FlowFact],
+    counts: Mapping[str, int],
+    kept: Mapping[str, int],
+    runs: Mapping[str, list[RunFact]],
     firing: Sequence[AlertRow],
+    acks: Mapping[int, Ack],
+    incident_flows: Mapping[str, FlowFact],
     silences: Sequence[Silence],
     rules: Sequence[Any],
     filters: Filters,
-    strips: Callable[[list[str]], Mapping[str, list[RunFact]]],
+    org: str = "",
 ) -> View:
-    """What `/` shows. `strips` reads the runs of the flows of the page shown only."""
+    """What `/` shows: `shown` is the page of flows (read with their state), `counts`
+    the flows per state and `kept` those the filter keeps per state (both whole),
+    `runs` the strips of the page's flows."""
     rule_of = {r.name: r for r in rules}
-    by_id = {f.id: f for f in flows}
     incidents = []
     for a in sorted(firing, key=lambda a: a.first_seen):
         rule = rule_of.get(a.rule)
+        flow = incident_flows.get(a.flow_id)
+        ui = ui_flow(flow, a.flow_id, a.sandbox or "")
         incidents.append(
             Incident(
                 id=a.id, rule=a.rule, flow_id=a.flow_id,
-                flow=name_of(by_id.get(a.flow_id), a.flow_name or a.flow_id),
+                flow=name_of(flow, a.flow_name or a.flow_id),
                 sandbox=a.sandbox, severity=getattr(rule, "severity", "warning"),
                 owner=getattr(rule, "owner", None) or "-", age=span(now - a.first_seen),
-                since=_at(a.first_seen), silenced=silenced(a, silences), count=a.count,
+                since=_at(a.first_seen), silenced=silenced(a, silences),
+                acknowledged=acknowledged(acks.get(a.id)), count=a.count,
                 reason=cut(one_line(a.reason), 300), runbook=getattr(rule, "runbook", None),
+                flow_url=aep_url(ui, org=org),
+                run_url=aep_run_url(ui, a.last_run_id, org=org) if a.last_run_id else None,
             )
         )  # fmt: skip
-    alerting = {a.flow_id for a in firing}
-    states = {f.id: state_of(f, f.id in alerting) for f in flows}
-    owner_cache: dict[str, tuple[str, ...]] = {}
-    counts: dict[str, int] = {s: 0 for s in STATES}
-    for s in states.values():
-        counts[s] += 1
-
-    def owners(f: FlowFact) -> tuple[str, ...]:
-        if f.id not in owner_cache:
-            owner_cache[f.id] = owners_of(f, rules)
-        return owner_cache[f.id]
-
-    q = filters.q.lower()
-    matched = [
-        f for f in flows
-        if (not q or q in f.name.lower() or q == f.id.lower())
-        and (not filters.state or states[f.id] == filters.state)
-        and (not filters.owner or any(filters.owner.lower() in o.lower() for o in owners(f)))
-    ]  # fmt: skip
-    matched.sort(key=lambda f: (STATES.index(states[f.id]), f.sandbox, f.name.lower(), f.id))
-    pages = max(1, -(-len(matched) // PAGE_SIZE))
-    page = min(filters.page, pages)
-    shown = matched[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    runs = strips([f.id for f in shown])
+    matched = kept.get(filters.state, 0) if filters.state else sum(kept.values())
     lines = []
     for f in shown:
         recent = runs.get(f.id, [])
@@ -307,13 +333,13 @@ def build_view(
         other = len(oldest_first) - failed - ok
         summary = f"last {len(oldest_first)} runs: {ok} succeeded, {failed} failed"
         summary += f", {other} other" if other else ""
+        summary = summary if recent else "no runs stored"
         last = recent[0] if recent else None
         lines.append(
             FlowLine(
-                id=f.id, name=name_of(f, f.id), sandbox=f.sandbox, state=states[f.id],
-                owners=owners(f), strip=tuple(cell(r) for r in oldest_first),
-                summary=summary if recent else "no runs stored",
-                last_records=_records(last), last_duration=_duration(last),
+                id=f.id, name=name_of(f, f.id), sandbox=f.sandbox, state=f.status or "unknown",
+                owners=owners_of(f, rules), strip=strip_svg([cell(r) for r in oldest_first], summary),
+                summary=summary, last_records=_records(last), last_duration=_duration(last),
             )
         )  # fmt: skip
     all_owners = sorted({o for r in rules for o in ([r.owner] if r.owner else [])})
@@ -322,14 +348,18 @@ def build_view(
         sandboxes=tuple(_sandbox_line(s, marks.get(s), now) for s in sandboxes),
         incidents=tuple(incidents),
         flows=tuple(lines),
-        matched=len(matched),
-        total=len(flows),
-        filters=Filters(filters.q, filters.state, filters.owner, page),
-        pages=pages,
+        matched=matched,
+        total=sum(counts.values()),
+        filters=filters,
+        pages=pages_of(matched),
         owners=tuple(all_owners),
         silences=tuple(silences),
         counts=counts,
     )
+
+
+def pages_of(matched: int) -> int:
+    return max(1, -(-matched // PAGE_SIZE))
 
 
 def _sandbox_line(name: str, mark: Watermark | None, now: datetime) -> SandboxLine:
@@ -457,44 +487,74 @@ class StatusPages:
         ruleset = self.ruleset()
         now = self.clock()
         names = list(ruleset.sandboxes)
+        owned = owned_by(filters.owner, ruleset.rules) if filters.owner else None
+        chosen = FlowFilter(names, filters.q, filters.state, owned)
+        counts, kept = store_views.flow_counts(store, chosen)
+        matched = kept.get(filters.state, 0) if filters.state else sum(kept.values())
+        page = min(filters.page, pages_of(matched))
+        shown = store_views.flow_page(store, chosen, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        firing = [a for a in store.firing_alerts() if a.sandbox in names]
         view = build_view(
             now=now,
             sandboxes=names,
             marks=store_views.watermarks(store, names),
-            flows=[f for f in store_views.flows(store) if f.sandbox in names],
-            firing=[a for a in store.firing_alerts() if a.sandbox in names],
+            shown=shown,
+            counts=counts,
+            kept=kept,
+            runs=store_views.latest_runs_at_once(store, [f.id for f in shown], STRIP_RUNS),
+            firing=firing,
+            acks=acks_of(store, [a.id for a in firing]),
+            incident_flows=store_views.flows_by_id(store, [a.flow_id for a in firing]),
             silences=store.silences(now),
             rules=ruleset.rules,
-            filters=filters,
-            strips=lambda ids: store_views.latest_runs(store, ids, STRIP_RUNS),
+            filters=Filters(filters.q, filters.state, filters.owner, page),
+            org=aep_org(ruleset),
         )
         return 200, render("index.html.j2", view=view, now=view.now)
 
     def flow(self, store: Store, flow_id: str) -> tuple[int, str]:
-        found = store_views.flows(store, flow_id=flow_id)
-        if not found:
+        f = store_views.shown_flow(store, flow_id)
+        if f is None:
             return 404, render("missing.html.j2", what="flow", now=_at(self.clock()))
-        f = found[0]
+        ruleset = self.ruleset()
+        org = aep_org(ruleset)
+        ui = ui_flow(f, f.id, f.sandbox)
         runs = store_views.latest_runs(store, [f.id], FLOW_RUNS)[f.id]
         alerts = store_views.flow_alerts(store, f.id, limit=FLOW_ALERTS)
-        firing = any(a.state == "firing" for a in alerts)
+        acks = acks_of(store, [a.id for a in alerts])
         rows = [
             {"cell": cell(r), "started": _at(r.started), "records": _records(r),
-             "duration": _duration(r), "id": r.id}
+             "duration": _duration(r), "id": r.id, "url": aep_run_url(ui, r.id, org=org)}
             for r in runs
         ]  # fmt: skip
+        strip = [cell(r) for r in reversed(runs[:STRIP_RUNS])]
         return 200, render(
             "flow.html.j2",
             flow=f,
             name=name_of(f, f.id),
-            state=state_of(f, firing),
-            owners=owners_of(f, self.ruleset().rules),
-            strip=[cell(r) for r in reversed(runs[:STRIP_RUNS])],
+            state=f.status,
+            owners=owners_of(f, ruleset.rules),
+            strip=strip_svg(strip, f"last {len(strip)} runs"),
+            flow_url=aep_url(ui, org=org),
             runs=rows,
-            alerts=alerts,
+            alerts=[(a, acknowledged(acks.get(a.id))) for a in alerts],
             when=_at,
             now=_at(self.clock()),
             span=span,
             reason=lambda text: cut(one_line(text), 300),
             timedelta=timedelta,
         )
+
+
+def aep_org(ruleset: Any) -> str:
+    """`aep_ui.org` from rules.yaml, the org part of AEP UI links ("" when unset)."""
+    aep_ui = getattr(ruleset, "aep_ui", None)
+    return str(aep_ui.org or "") if aep_ui else ""
+
+
+def acks_of(store: Store, alert_ids: Sequence[int]) -> dict[int, Ack]:
+    """The acknowledgements of these alerts, read in bounded batches."""
+    out: dict[int, Ack] = {}
+    for start in range(0, len(alert_ids), 500):
+        out.update(store_actions.acks(store, alert_ids[start : start + 500]))
+    return out
