@@ -27,7 +27,8 @@ from typing import Any
 from bench.common import load, size
 from flowbot.health import HealthServer
 from flowbot.models import Flow, Run
-from flowbot.statuspage import PAGE_SIZE, STRIP_RUNS, StatusPages
+from flowbot.statuspage import StatusPages
+from flowbot.statusview import PAGE_SIZE, STRIP_RUNS
 from flowbot.store import Store, views
 from flowbot.store.actions import acknowledge
 
