@@ -19,6 +19,7 @@ from flowbot.store import Store
 
 RULES = """
 sandboxes: [prod, dev]
+aep_ui: {org: acme}
 channels:
   audit: {file: alerts.jsonl}
 defaults:
