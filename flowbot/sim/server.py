@@ -8,7 +8,10 @@
 Every API request needs a valid bearer token (else 401), `x-api-key` equal to the
 client id (else 403), `x-gw-ims-org-id` (400 when missing, 403 when another org) and an
 `x-sandbox-name` of the scenario (else 403); only that sandbox's items are visible.
-Faults (`fail_next`, `slow_next`, `malformed_next`) apply to API requests, not to IMS.
+Faults (`fail_next`, `slow_next`, `malformed_next`) apply to API requests, not to IMS;
+a failure answers as Adobe would for its status (a 401 is the gateway's `401013`, a 429
+its `429050`, others a Flow Service error body). Every request is recorded
+(`requests`), with its raw target, so tests can measure the URLs a client builds.
 """
 
 from __future__ import annotations
@@ -42,13 +45,15 @@ MALFORMED = b'{"items": [{"id": <html>upstream timeout</html>'  # cut short, not
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request the simulator received. Header names are lower-case."""
+    """One request the simulator received. Header names are lower-case; `target` is the
+    request target as it arrived (path and query, still percent-encoded)."""
 
     method: str
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: str = ""
+    target: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(url.query, keep_blank_values=True),
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
+            target=self.path,
         )
         reply = self.server.simulator._handle(request)
         raw = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
@@ -292,7 +298,8 @@ class Simulator:
         self.world.put_flow(payload)
 
     def fail_next(self, n: int, status: int = 503, retry_after: float | None = None) -> None:
-        """The next `n` API requests answer `status` (with Retry-After when given)."""
+        """The next `n` API requests answer `status` (with Retry-After when given); a 401
+        is the gateway's refusal of the token, whatever token was sent."""
         with self._lock:
             self._faults.fail.extend([(status, retry_after)] * n)
 
@@ -418,6 +425,8 @@ def not_found(kind: str, item_id: str) -> dict[str, Any]:
 def failure_reply(status: int, retry_after: float | None) -> Reply:
     """The answer of an injected failure."""
     headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+    if status == 401:
+        return Reply(401, gateway_error(401, "401013", "Oauth token is not valid").body, headers)
     if status == 429:
         return Reply(429, {"error_code": "429050", "message": "Too many requests"}, headers)
     message = "The service is temporarily unavailable. Try again later."
