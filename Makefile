@@ -19,6 +19,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check flowbot tests bench
 	$(BIN)/ruff format --check flowbot tests bench
+	$(BIN)/mypy
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 
 test: lint

@@ -306,6 +306,36 @@ def daemon_memory_lines() -> list[str]:
     ]
 
 
+def statuspage_lines() -> list[str]:
+    """`GET /` of the status page at 10,000 flows, from `python -m bench.statuspage`
+    when bench/results/statuspage.json is there."""
+    path = Path(__file__).parent / "results" / "statuspage.json"
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    lines = [
+        "## The status page",
+        "",
+        f"`GET /` over loopback (a real HealthServer, a fresh store connection per request), "
+        f"{saved['flows']:,} flows, {saved['runs']:,} runs, a page of {saved['page_size']} "
+        f"flows with their strips, {saved['requests_per_query']} requests per query after 2 "
+        f"not counted; beside each request, the bare SQL the page runs on a plain sqlite3 "
+        f"connection (`python -m bench.statuspage`, {saved['when']}, {saved['machine']}; "
+        f"load {saved['load_before']} → {saved['load_after']}). Target: under "
+        f"{saved['target_ms']:g} ms; met (every p95 under it): {'yes' if saved['met'] else '**no**'}.",
+        "",
+        "| query | median | p95 | min–max | bare SQL median (p95) | page |",
+        "|---|---|---|---|---|---|",
+    ]
+    for query, q in saved["queries"].items():
+        page, bare = q["page_ms"], q["bare_sql_ms"]
+        lines.append(
+            f"| `{query}` | {page['median']} ms | {page['p95']} ms | {page['min']}–{page['max']} ms"
+            f" | {bare['median']} ms ({bare['p95']} ms) | {q['kib']} KiB |"
+        )
+    return [*lines, ""]
+
+
 def markdown(results: dict[str, Any], table: list[dict[str, Any]]) -> str:
     """bench/results.md: the §7 table, then each benchmark's details."""
     meta = results["meta"]
@@ -330,7 +360,15 @@ def markdown(results: dict[str, Any], table: list[dict[str, Any]]) -> str:
         )
     for figure, target, where in TESTED:
         lines.append(f"| {figure} | see tests | – | – | {target} | tested in {where} |")
-    lines += ["", *NOTES.splitlines(), "", *daemon_memory_lines(), "## Details", ""]
+    lines += [
+        "",
+        *NOTES.splitlines(),
+        "",
+        *daemon_memory_lines(),
+        *statuspage_lines(),
+        "## Details",
+        "",
+    ]
     for name in NAMES:
         if name in results:
             lines += [f"### {name}", "", "```json", json.dumps(results[name], indent=2), "```", ""]

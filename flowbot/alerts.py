@@ -14,16 +14,23 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from flowbot.models import Evaluation, Finding, Flow, Notice, Run
 from flowbot.store import AlertRow, Silence
 
+if TYPE_CHECKING:
+    from flowbot.rule_types import RuleBase
+    from flowbot.rules_parts import Inhibit
+
 
 class RuleSetLike(Protocol):
-    group_at: int
+    @property
+    def group_at(self) -> int: ...
+    @property
+    def inhibit(self) -> tuple[Inhibit, ...]: ...
 
-    def rule(self, name: str) -> Any: ...
+    def rule(self, name: str) -> RuleBase | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,19 +100,19 @@ def _newest_finished(runs: Sequence[Run]) -> Run | None:
     return next((r for r in runs if r.is_finished), None)
 
 
-def _enabled_rule(ruleset: RuleSetLike, name: str) -> Any:
+def _enabled_rule(ruleset: RuleSetLike, name: str) -> RuleBase | None:
     """The rule, or None when a reload removed or disabled it."""
     rule = ruleset.rule(name)
     return rule if rule is not None and rule.enabled else None
 
 
-def inhibitions(ruleset: Any) -> list[tuple[str, tuple[str, ...]]]:
+def inhibitions(ruleset: RuleSetLike) -> list[tuple[str, tuple[str, ...]]]:
     """`inhibit:` as (source rule, target rules) pairs; none when the rules have none."""
     return [(item.source, tuple(item.target)) for item in ruleset.inhibit]
 
 
 def inhibited(
-    ruleset: Any, found: Collection[tuple[str, str]], firing: Collection[tuple[str, str]]
+    ruleset: RuleSetLike, found: Collection[tuple[str, str]], firing: Collection[tuple[str, str]]
 ) -> set[tuple[str, str]]:
     """The (rule, flow) pairs muted by `inhibit:`: a target rule on a flow where a source
     rule is found this cycle or still firing (as Alertmanager's inhibit rules).
@@ -114,7 +121,7 @@ def inhibited(
     flows_by_rule: dict[str, set[str]] = {}
     for rule, flow_id in active:
         flows_by_rule.setdefault(rule, set()).add(flow_id)
-    muted = set()
+    muted: set[tuple[str, str]] = set()
     for source, targets in inhibitions(ruleset):
         for flow_id in flows_by_rule.get(source, ()):
             muted.update((t, flow_id) for t in targets if t != source)
@@ -174,7 +181,7 @@ def _fields(latest: Finding, muted: bool, now: datetime, count: int) -> dict[str
     }
 
 
-def open_change(rule: Any, latest: Finding, found: int, muted: bool, now: datetime) -> Change:
+def open_change(rule: RuleBase, latest: Finding, found: int, muted: bool, now: datetime) -> Change:
     """A new alert fires: announced unless muted (by a silence or an inhibiting rule)."""
     notice = None if muted else _notice("firing", rule, latest.flow, latest, now, found)
     fields = _fields(latest, muted, now, found)
@@ -184,7 +191,7 @@ def open_change(rule: Any, latest: Finding, found: int, muted: bool, now: dateti
 
 
 def repeat_event(
-    rule: Any, alert: AlertRow, muted: bool, now: datetime
+    rule: RuleBase, alert: AlertRow, muted: bool, now: datetime
 ) -> Literal["firing", "repeat"] | None:
     """What a new finding of a firing alert sends: nothing while muted; "firing" when it
     was never announced (muted until now); "repeat" once `repeat_after` has passed."""
@@ -198,7 +205,7 @@ def repeat_event(
 
 
 def update_change(
-    rule: Any, alert: AlertRow, latest: Finding, found: int, muted: bool, now: datetime
+    rule: RuleBase, alert: AlertRow, latest: Finding, found: int, muted: bool, now: datetime
 ) -> Change:
     """A firing alert found again: counted, and repeated when due."""
     count = alert.count + found
@@ -273,7 +280,7 @@ def recover_changes(
 
 def _notice(
     event: Literal["firing", "repeat", "resolved"],
-    rule: Any,
+    rule: RuleBase,
     flow: Flow,
     finding: Finding | None,
     first_seen: datetime,
@@ -291,6 +298,7 @@ def _notice(
         owner=rule.owner,
         count=count,
         sandbox=flow.sandbox or run_sandbox,
+        runbook=getattr(rule, "runbook", None),
     )
 
 
@@ -333,18 +341,19 @@ def _resolutions(changes: list[Change]) -> list[Outgoing]:
 
 def _storms(changes: list[Change], size: int) -> tuple[list[Outgoing], list[Change]]:
     """Split out the storms; return them and the changes left over."""
-    buckets: dict[tuple[str, str, str], list[Change]] = {}
+    buckets: dict[tuple[str, Literal["grouped"], str], list[Change]] = {}
     for change in changes:
         notice = change.notice
         assert notice is not None
         if notice.event == "firing":
             buckets.setdefault((change.rule, "grouped", _leading_code(notice)), []).append(change)
-    storms, taken = [], set()
+    storms: list[Outgoing] = []
+    taken: set[int] = set()
     for (rule, event, _code), items in buckets.items():
         if len(items) < size:
             continue
         notices = tuple(c.notice for c in items if c.notice)
-        storms.append(Outgoing(rule, event, notices, tuple(c.key for c in items)))  # type: ignore[arg-type]
+        storms.append(Outgoing(rule, event, notices, tuple(c.key for c in items)))
         taken.update(id(c) for c in items)
     return storms, [c for c in changes if id(c) not in taken]
 
@@ -358,8 +367,10 @@ def _incidents(changes: list[Change]) -> list[Outgoing]:
     for items in buckets.values():
         items.sort(key=lambda c: SEVERITY_RANK.get(c.notice.severity, 3) if c.notice else 3)
         notices = tuple(c.notice for c in items if c.notice)
-        event = "firing" if any(n.event == "firing" for n in notices) else "repeat"
+        event: Literal["firing", "repeat"] = (
+            "firing" if any(n.event == "firing" for n in notices) else "repeat"
+        )
         known = next((c.key for c in items if c.action != "open"), None)
         keys = tuple(c.key for c in items)
-        out.append(Outgoing(items[0].rule, event, notices, keys, known))  # type: ignore[arg-type]
+        out.append(Outgoing(items[0].rule, event, notices, keys, known))
     return out

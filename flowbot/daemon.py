@@ -34,11 +34,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from flowbot import pipeline
@@ -56,9 +58,14 @@ from flowbot.metrics import Metrics
 from flowbot.outbox import Delivery
 from flowbot.pipeline import CycleReport, Deps
 from flowbot.settings import Settings
+from flowbot.summary import summary_line
 from flowbot.validate import check_templates, template_folders, validate
 
-__all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve", "summary_line"]
+if TYPE_CHECKING:
+    from flowbot.aep.client import FlowClient
+    from flowbot.rules import RuleSet
+
+__all__ = ["AlreadyRunning", "Daemon", "acquire_lock", "job_options", "serve"]
 
 log = logging.getLogger("flowbot.daemon")
 
@@ -85,22 +92,6 @@ def job_options(poll_every: timedelta, now: datetime) -> dict[str, Any]:
     }
 
 
-def summary_line(report: CycleReport, delivery: Delivery | None) -> str:
-    """The one log line of a cycle."""
-    head = f"cycle {report.sandbox}: " + ("ok" if report.ok else f"FAILED ({report.error})")
-    sent = (
-        f"{delivery.sent} sent, {delivery.failed} failed, {delivery.pending} pending"
-        if delivery is not None
-        else "not sent"
-    )
-    return (
-        f"{head}; runs {report.runs_read} read, {report.runs_new} new; "
-        f"{report.findings} findings; alerts {report.fired} fired, {report.repeated} repeated, "
-        f"{report.resolved} resolved, {report.muted} muted; messages {report.queued} queued, "
-        f"{sent}; {report.api_requests} API requests; {report.seconds:.2f}s"
-    )
-
-
 # ------------------------------------------------------------------ talking to the world
 
 
@@ -115,7 +106,7 @@ def ping(url: str, timeout: float = HEARTBEAT_TIMEOUT) -> None:
         log.warning("heartbeat to %s failed: %s", host, str(reason).replace(url, host))
 
 
-def _stats(client: Any) -> tuple[dict[Any, int], int]:
+def _stats(client: FlowClient | None) -> tuple[dict[int | str, int], int]:
     stats = getattr(client, "stats", None)
     if stats is None:
         return {}, 0
@@ -131,7 +122,7 @@ class Daemon:
     def __init__(
         self,
         settings: Settings,
-        ruleset: Any,
+        ruleset: RuleSet,
         deps: Deps,
         *,
         scheduler: BaseScheduler | None = None,
@@ -157,7 +148,7 @@ class Daemon:
         self._seen = fingerprint(self._watched(ruleset))
 
     @property
-    def ruleset(self) -> Any:
+    def ruleset(self) -> RuleSet:
         return self.deps.ruleset
 
     # -------------------------------------------------------------- jobs
@@ -178,6 +169,7 @@ class Daemon:
                 replace_existing=True,
                 **job_options(self.ruleset.poll_every, now),
             )
+        self.schedule_digest()
         if self.scheduler.get_job("watch") is None:
             self.scheduler.add_job(
                 self.watch,
@@ -187,6 +179,51 @@ class Daemon:
                 coalesce=True,
                 max_instances=1,
             )
+
+    def schedule_digest(self) -> None:
+        """(Re)create the `digest` job at the digest cron's next firing (croniter
+        decides when: APScheduler's day-of-week numbers are not cron's)."""
+        from flowbot.digest import next_digest
+
+        digest = self.ruleset.digest
+        if digest is None:
+            if self.scheduler.get_job("digest") is not None:
+                self.scheduler.remove_job("digest")
+            return
+        at = next_digest(digest, self.deps.clock())
+        self.scheduler.add_job(
+            self.send_digest,
+            DateTrigger(run_date=at, timezone=UTC),
+            id="digest",
+            name="digest",
+            replace_existing=True,
+            misfire_grace_time=3600,
+        )
+
+    def send_digest(self) -> int:
+        """Queue the digest of the period that just ended, drain the outbox, and
+        schedule the next digest. Returns the messages queued; never raises."""
+        from flowbot.digest import digest_messages, digest_period
+        from flowbot.report import gather
+
+        queued = 0
+        with self._cycle_lock:
+            deps = self.deps
+            digest = deps.ruleset.digest
+            try:
+                if digest is not None and not self.stopping:
+                    since, until = digest_period(digest, deps.clock())
+                    report = gather(deps.store, since, until, deps.ruleset.sandboxes)
+                    messages = digest_messages(report, digest, deps.ruleset.channels)
+                    with deps.store.transaction():
+                        queued = deps.store.enqueue(messages, deps.clock())
+                    log.info("digest %s → %s queued for %d channel(s)", since, until, queued)
+                    pipeline.send(deps)
+            except Exception as exc:  # a digest that fails must not end the daemon
+                log.error("digest: not sent: %s", describe(exc, self.settings.secrets()))
+        if not self.stopping:
+            self.schedule_digest()
+        return queued
 
     def cycle(self, sandbox: str) -> CycleReport | None:
         """One cycle of `sandbox` and a drain of the outbox; never raises.
@@ -203,8 +240,8 @@ class Daemon:
             started = time.monotonic()
             self.in_flight = sandbox
             report: CycleReport | None = None
-            client: Any = None
-            before: tuple[dict[Any, int], int] = ({}, 0)
+            client: FlowClient | None = None
+            before: tuple[dict[int | str, int], int] = ({}, 0)
             try:
                 client = deps.client_for(sandbox)
                 before = _stats(client)
@@ -240,8 +277,8 @@ class Daemon:
     def _count(
         self,
         sandbox: str,
-        client: Any,
-        before: tuple[dict[Any, int], int],
+        client: FlowClient | None,
+        before: tuple[dict[int | str, int], int],
         report: CycleReport,
         delivery: Delivery,
     ) -> None:
@@ -327,7 +364,7 @@ class Daemon:
 
     # -------------------------------------------------------------- reload
 
-    def _watched(self, ruleset: Any) -> list[Path]:
+    def _watched(self, ruleset: RuleSet) -> list[Path]:
         """The rules file and every template folder the rules use (per-rule included)."""
         return [Path(self.settings.rules), *template_folders(ruleset, self.settings.templates)]
 
@@ -379,6 +416,8 @@ class Daemon:
             self.last_ok.pop(sandbox, None)
         if (old.poll_every, old.sandboxes) != (ruleset.poll_every, ruleset.sandboxes):
             self.schedule()
+        elif old.digest != ruleset.digest:
+            self.schedule_digest()
         log.info(
             "rules reloaded (%s): %d rules, sandboxes %s, every %ss",
             reason,
@@ -446,10 +485,10 @@ class Daemon:
 
 
 def _on_signal(daemon: Daemon) -> None:
-    def stop(signum: int, _frame: Any) -> None:
+    def stop(signum: int, _frame: FrameType | None) -> None:
         threading.Thread(target=daemon.request_stop, args=(signum,), daemon=True).start()
 
-    def hup(_signum: int, _frame: Any) -> None:
+    def hup(_signum: int, _frame: FrameType | None) -> None:
         daemon.request_reload("SIGHUP")
 
     signal.signal(signal.SIGTERM, stop)
@@ -457,7 +496,7 @@ def _on_signal(daemon: Daemon) -> None:
     signal.signal(signal.SIGHUP, hup)
 
 
-def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOUT) -> int:
+def serve(settings: Settings, ruleset: RuleSet, *, stop_timeout: float = STOP_TIMEOUT) -> int:
     """Run the daemon until SIGTERM/SIGINT. Returns 0 after a stop. A cycle still in
     flight after `stop_timeout` seconds is abandoned (the process exits 0 at once):
     what it had not committed is read again at the next start.
@@ -469,6 +508,7 @@ def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOU
     deps = pipeline.build_deps(settings, ruleset)
     daemon = Daemon(settings, ruleset, deps)
     health = None
+    slack = _start_slack_actions(settings, daemon)
     try:
         if settings.http_port:
             health = HealthServer(
@@ -476,6 +516,7 @@ def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOU
                 settings.http_port,
                 ready=daemon.ready,
                 metrics=daemon.metrics.render,
+                pages=status_pages(settings, daemon),
             ).start()
             log.info("health and metrics on %s", health.url)
         daemon.schedule()
@@ -509,8 +550,39 @@ def serve(settings: Settings, ruleset: Any, *, stop_timeout: float = STOP_TIMEOU
     finally:
         if health is not None:
             health.stop()
+        if slack is not None:
+            slack[0].stop()
+            slack[1].close()
         daemon.deps.store.close()
         lock.close()
+
+
+def _start_slack_actions(settings: Settings, daemon: Daemon) -> Any:
+    """Socket Mode (buttons, /flowbot) when SLACK_APP_TOKEN is set: (connection, its
+    store), or None."""
+    from flowbot import slack_socket
+
+    def count(action: str, outcome: str) -> None:
+        daemon.metrics.inc("flowbot_slack_actions_total", action=action, outcome=outcome)
+
+    return slack_socket.start(
+        settings, lambda: daemon.ruleset, lambda s: daemon.deps.client_for(s),
+        daemon.deps.clock, count,
+    )  # fmt: skip
+
+
+def status_pages(settings: Settings, daemon: Daemon) -> Any:
+    """The status page's handler: its own connection to the database per page."""
+    from flowbot.statuspage import StatusPages
+    from flowbot.store import Store
+
+    return StatusPages(
+        lambda: Store(settings.db),
+        lambda: daemon.ruleset,
+        daemon.deps.clock,
+        token=settings.ui_token.get(),
+        bound_to=settings.http_host,
+    )
 
 
 def _route_scheduler_logs() -> None:

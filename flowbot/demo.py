@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from flowbot.models import Message
+from flowbot.summary import delivery_line, summary_line
 
 EXAMPLE_RULES = "examples/rules.yaml"
 GAP = timedelta(minutes=5)  # between the two cycles
@@ -237,6 +238,7 @@ def run_demo(
             client_id=sim.client_id,
             client_secret=Secret(sim.client_secret),
             org_id=sim.org_id,
+            export_url=sim.export_url,
             db=str(db),
         )
         store = Store(db)
@@ -302,14 +304,9 @@ def _cycle(
     echo(click.style(f"═══ cycle {number} at {at}", bold=True))
     reports, delivery = run_once(deps)
     for r in reports:
-        if not r.ok:
-            echo(click.style(f"{r.sandbox}: cycle failed: {r.error}", fg="red"))
-            continue
-        echo(
-            f"{r.sandbox}: {r.runs_read} runs read ({r.runs_new} new), {r.findings} findings; "
-            f"alerts {r.fired} fired, {r.repeated} repeated, {r.resolved} resolved; "
-            f"{r.queued} messages ({r.api_requests} API requests)"
-        )
+        line = summary_line(r)
+        echo(line if r.ok else click.style(line, fg="red"))
+    echo(delivery_line(delivery))
     echo("")
     new: list[Preview] = []
     for name, notifier in notifiers.items():

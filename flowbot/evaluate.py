@@ -48,13 +48,25 @@ import math
 import zoneinfo
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from typing import assert_never
 
 from croniter import croniter
 
 from flowbot.models import Evaluation, Finding, Flow, Run
-from flowbot.rules import Rule, RuleSet
+from flowbot.rule_types import (
+    DurationRule,
+    ErrorCodeRule,
+    FailedRecordsRule,
+    FailedRunsRule,
+    MissingRunRule,
+    Rule,
+    RunLevelRule,
+    StatusRule,
+    ZeroRecordsRule,
+)
+from flowbot.rules import RuleSet
 from flowbot.rules_schema import format_duration
 
 log = logging.getLogger(__name__)
@@ -93,7 +105,7 @@ def evaluate(
         for flow in known.values():
             if not rule.flows.matches(flow):
                 continue
-            runs = runs_by_flow.get(flow.id, ())
+            runs = runs_by_flow.get(flow.id, [])
             try:
                 found, fine = judge(rule, flow, runs, changed_ids, now, cutoff, ruleset)
             except Exception as exc:  # crash-loop guard: one bad rule × flow must not stop the rest
@@ -129,18 +141,20 @@ def judge(
     ruleset: RuleSet,
 ) -> tuple[list[Finding], bool]:
     """One rule on one flow: its findings, and whether the pair is clear."""
-    if rule.type == "failed_runs":
-        return judge_failed_runs(rule, flow, runs, cutoff)
-    if rule.type == "missing_run":
-        return judge_missing_run(rule, flow, runs, now, ruleset.timezone)
-    return judge_runs(rule, flow, runs, changed, now, cutoff)
+    match rule:
+        case FailedRunsRule():
+            return judge_failed_runs(rule, flow, runs, cutoff)
+        case MissingRunRule():
+            return judge_missing_run(rule, flow, runs, now, ruleset.timezone)
+        case _:
+            return judge_runs(rule, flow, runs, changed, now, cutoff)
 
 
 # -- run-level rules -------------------------------------------------------------------
 
 
 def judge_runs(
-    rule: Rule,
+    rule: RunLevelRule,
     flow: Flow,
     runs: Sequence[Run],
     changed: set[str],
@@ -152,22 +166,24 @@ def judge_runs(
     duration limit (stuck). Only a new or changed current run is a finding; matching runs
     that a later good run already superseded come back marked `superseded_by` (history).
     """
-    check = RUN_CHECKS[rule.type]
-    stuck = [r for r in runs if rule.type == "duration" and r.is_running and check(rule, r, now)]
+    stuck: list[Run] = []
+    if isinstance(rule, DurationRule):
+        stuck = [r for r in runs if r.is_running and check_duration(rule, r, now)]
     findings = [_run_finding(rule, flow, run, now) for run in stuck]
-    current = runs[0] if rule.judges_unfinished and runs else newest_finished(runs)
+    unfinished = isinstance(rule, StatusRule) and rule.judges_unfinished
+    current = runs[0] if unfinished and runs else newest_finished(runs)
     if current is None:
         return findings, False
     if current not in stuck and current.id in changed and started(current) >= cutoff:
         findings.extend(f for f in [_run_finding(rule, flow, current, now)] if f.reason)
-    fine = not stuck and check(rule, current, now) is None
+    fine = not stuck and check_run(rule, current, now) is None
     if fine:
         findings.extend(_superseded(rule, flow, runs, current, changed, now, cutoff))
     return findings, fine
 
 
 def _superseded(
-    rule: Rule,
+    rule: RunLevelRule,
     flow: Flow,
     runs: Sequence[Run],
     current: Run,
@@ -189,34 +205,52 @@ def _superseded(
     return out
 
 
-def _run_finding(rule: Rule, flow: Flow, run: Run, now: datetime) -> Finding:
+def _run_finding(rule: RunLevelRule, flow: Flow, run: Run, now: datetime) -> Finding:
     """The finding of `run` for `rule`; its reason is empty when the run does not match."""
-    reason, values = RUN_CHECKS[rule.type](rule, run, now) or ("", {})
+    reason, values = check_run(rule, run, now) or ("", {})
     return Finding(rule.name, rule.type, flow, run, reason, values)
 
 
 Check = tuple[str, dict[str, object]] | None
 
 
-def check_status(rule: Rule, run: Run, now: datetime) -> Check:
+def check_run(rule: RunLevelRule, run: Run, now: datetime) -> Check:
+    """Whether `run` matches the run-level `rule` at `now`: the reason and the values
+    templates see, or None when it does not match."""
+    match rule:
+        case StatusRule():
+            return check_status(rule, run, now)
+        case FailedRecordsRule():
+            return check_failed_records(rule, run, now)
+        case DurationRule():
+            return check_duration(rule, run, now)
+        case ErrorCodeRule():
+            return check_error_code(rule, run, now)
+        case ZeroRecordsRule():
+            return check_zero_records(rule, run, now)
+        case _:
+            assert_never(rule)
+
+
+def check_status(rule: StatusRule, run: Run, now: datetime) -> Check:
     if run.state not in rule.states:
         return None
     return f"run {run.status}", {"status": run.status, "statuses": rule.status}
 
 
-def check_failed_records(rule: Rule, run: Run, now: datetime) -> Check:
+def check_failed_records(rule: FailedRecordsRule, run: Run, now: datetime) -> Check:
     share = run.failed_share
     inputs = run.input_records or 0
     if share is None or inputs < max(rule.min_input, 1):
         return None
-    limit = float(rule.above or 0)  # type: ignore[arg-type]
+    limit = rule.above
     if share <= limit:
         return None
     reason = (
         f"{percent(share)} of records failed ({run.failed_records:,} of {inputs:,}; "
         f"limit {percent(limit)})"
     )
-    values = {
+    values: dict[str, object] = {
         "failed_share": share,
         "above": limit,
         "input_records": inputs,
@@ -227,9 +261,8 @@ def check_failed_records(rule: Rule, run: Run, now: datetime) -> Check:
     return reason, values
 
 
-def check_duration(rule: Rule, run: Run, now: datetime) -> Check:
+def check_duration(rule: DurationRule, run: Run, now: datetime) -> Check:
     limit = rule.above
-    assert isinstance(limit, timedelta)
     if run.is_running:
         took = run.duration(now)
         if took is None or took <= limit:
@@ -245,7 +278,7 @@ def check_duration(rule: Rule, run: Run, now: datetime) -> Check:
     return reason, {"duration": took, "above": limit, "stuck": False}
 
 
-def check_error_code(rule: Rule, run: Run, now: datetime) -> Check:
+def check_error_code(rule: ErrorCodeRule, run: Run, now: datetime) -> Check:
     codes = []
     for error in run.all_errors:
         if error.code and error.code not in codes and matches_code(error.code, rule.codes):
@@ -260,26 +293,17 @@ def matches_code(code: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(code.upper(), pattern.upper()) for pattern in patterns)
 
 
-def check_zero_records(rule: Rule, run: Run, now: datetime) -> Check:
+def check_zero_records(rule: ZeroRecordsRule, run: Run, now: datetime) -> Check:
     if run.state != "success" or run.input_records:
         return None
     return "succeeded but read no records", {"input_records": run.input_records or 0}
-
-
-RUN_CHECKS = {
-    "status": check_status,
-    "failed_records": check_failed_records,
-    "duration": check_duration,
-    "error_code": check_error_code,
-    "zero_records": check_zero_records,
-}
 
 
 # -- failed_runs -----------------------------------------------------------------------
 
 
 def judge_failed_runs(
-    rule: Rule, flow: Flow, runs: Sequence[Run], cutoff: datetime
+    rule: FailedRunsRule, flow: Flow, runs: Sequence[Run], cutoff: datetime
 ) -> tuple[list[Finding], bool]:
     finished = [r for r in runs if r.is_finished]
     if not finished:
@@ -301,7 +325,7 @@ def judge_failed_runs(
         window = finished[: rule.window]
         failed = sum(1 for r in window if r.state == "failed")
         share = failed / len(window)
-        limit = float(rule.above or 0)  # type: ignore[arg-type]
+        limit = rule.above or 0.0
         if share <= limit:
             return [], True
         reason = (
@@ -321,7 +345,7 @@ def judge_failed_runs(
 
 
 def judge_missing_run(
-    rule: Rule, flow: Flow, runs: Sequence[Run], now: datetime, display_zone: str
+    rule: MissingRunRule, flow: Flow, runs: Sequence[Run], now: datetime, display_zone: str
 ) -> tuple[list[Finding], bool]:
     if not flow.is_enabled:
         return [], True
@@ -368,16 +392,16 @@ def next_due(ruleset: RuleSet, flow: Flow, runs: Sequence[Run], now: datetime) -
     last = max(
         (t for t in (flow.last_run_started_at, max(starts, default=None)) if t), default=None
     )
-    moments = []
+    moments: list[datetime] = []
     for rule in ruleset.rules:
-        if rule.enabled and rule.type == "missing_run" and rule.flows.matches(flow):
+        if isinstance(rule, MissingRunRule) and rule.enabled and rule.flows.matches(flow):
             due = due_at(rule, flow, last)
             if due is not None and due + rule.grace >= now:
                 moments.append(due + rule.grace)
     return min(moments, default=None)
 
 
-def due_at(rule: Rule, flow: Flow, last: datetime | None) -> datetime | None:
+def due_at(rule: MissingRunRule, flow: Flow, last: datetime | None) -> datetime | None:
     """When the next run after `last` was due, or None when none is expected."""
     if rule.every is not None:
         if last is not None:

@@ -76,6 +76,21 @@ class Request:
     method: str
     path: str
     keep_alive: bool
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a page handler returns: status, content type, body and extra headers."""
+
+    status: int
+    content_type: str
+    text: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Pages = Callable[[Request], Answer]
 
 
 class BadRequest(Exception):
@@ -111,11 +126,21 @@ def parse_head(head: bytes, *, max_headers: int = MAX_HEADERS) -> Request:
         raise BadRequest(413, "no request body accepted")
     connection = fields.get("connection", "").lower()
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-    return Request(method, target.split("?", 1)[0], keep_alive)
+    path, _, query = target.partition("?")
+    return Request(method, path, keep_alive, query, fields)
 
 
-def response(status: int, content_type: str, text: str, *, keep_alive: bool, head: bool) -> bytes:
-    reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+def response(
+    status: int,
+    content_type: str,
+    text: str,
+    *,
+    keep_alive: bool,
+    head: bool,
+    headers: Iterable[tuple[str, str]] = (),
+) -> bytes:
+    reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+               404: "Not Found", 405: "Method Not Allowed",
                408: "Request Timeout", 413: "Content Too Large",
                431: "Request Header Fields Too Large", 503: "Service Unavailable",
                505: "HTTP Version Not Supported"}  # fmt: skip
@@ -125,6 +150,7 @@ def response(status: int, content_type: str, text: str, *, keep_alive: bool, hea
         f"Content-Type: {content_type}",
         f"Content-Length: {len(data)}",
         "Connection: " + ("keep-alive" if keep_alive else "close"),
+        *(f"{name}: {value}" for name, value in headers),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else data)
 
@@ -152,6 +178,7 @@ class HealthServer:
         *,
         ready: Ready,
         metrics: Callable[[], str],
+        pages: Pages | None = None,
         max_connections: int = MAX_CONNECTIONS,
         header_timeout: float = HEADER_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -161,6 +188,7 @@ class HealthServer:
     ) -> None:
         self.ready = ready
         self.metrics = metrics
+        self.pages = pages  # every other GET path (the status page), when set
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
@@ -297,26 +325,34 @@ class HealthServer:
         except BadRequest as exc:
             self._fail(conn, exc)
             return
-        status, content_type, text = self._route(request.path)
+        answer = self._route(request)
         conn.outbox += response(
-            status, content_type, text, keep_alive=request.keep_alive, head=request.method == "HEAD"
+            answer.status,
+            answer.content_type,
+            answer.text,
+            keep_alive=request.keep_alive,
+            head=request.method == "HEAD",
+            headers=answer.headers,
         )
         conn.close_after = not request.keep_alive
         self._flush(conn)
 
-    def _route(self, path: str) -> tuple[int, str, str]:
+    def _route(self, request: Request) -> Answer:
+        path = request.path
         try:
             if path == "/healthz":
-                return 200, "application/json", json.dumps({"status": "ok"})
+                return Answer(200, "application/json", json.dumps({"status": "ok"}))
             if path == "/readyz":
                 ready, body = self.ready()
-                return (200 if ready else 503), "application/json", json.dumps(body)
+                return Answer(200 if ready else 503, "application/json", json.dumps(body))
             if path == "/metrics":
-                return 200, CONTENT_TYPE, self.metrics()
+                return Answer(200, CONTENT_TYPE, self.metrics())
+            if self.pages is not None:
+                return self.pages(request)
         except Exception as exc:  # a callback's bug answers 503, never ends the server
-            log.error("health: %s failed: %s: %s", path, type(exc).__name__, exc)
-            return 503, "application/json", json.dumps({"status": "error"})
-        return 404, "application/json", json.dumps({"error": "not found"})
+            log.error("health: %s failed: %s: %s", path[:200], type(exc).__name__, exc)
+            return Answer(503, "application/json", json.dumps({"status": "error"}))
+        return Answer(404, "application/json", json.dumps({"error": "not found"}))
 
     def _fail(self, conn: _Conn, exc: BadRequest) -> None:
         log.debug("health: refused a request: %s", exc.reason)

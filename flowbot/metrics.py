@@ -34,6 +34,7 @@ FAMILIES = (
     Family("flowbot_outbox_depth", "gauge", "Messages waiting in the outbox."),
     Family("flowbot_api_requests_total", "counter", "Flow Service answers by HTTP status ('error': no answer)."),
     Family("flowbot_token_refreshes_total", "counter", "IMS access tokens fetched."),
+    Family("flowbot_slack_actions_total", "counter", "Actions from Slack (buttons, /flowbot), by action and outcome (done, refused, resolved, replayed, failed...)."),
     Family("flowbot_last_success_timestamp_seconds", "gauge", "Unix time of the last good cycle, by sandbox."),
 )  # fmt: skip
 KNOWN = {f.name for f in FAMILIES}

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from flowbot.diagnosis import Diagnosis
 
 # Run statuses, lower-cased. Sources use the first four; destinations Success, Failed,
 # Processing, Waiting.
@@ -20,7 +23,7 @@ RUNNING_STATES = frozenset({"inprogress", "processing"})
 WAITING_STATES = frozenset({"scheduled", "waiting"})
 
 AlertState = Literal["firing", "resolved"]
-Event = Literal["firing", "repeat", "resolved", "grouped", "meta"]
+Event = Literal["firing", "repeat", "resolved", "grouped", "meta", "diagnosis", "digest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,8 @@ class Notice:
     count: int = 1  # matching runs or cycles seen while firing
     sandbox: str = ""
     test: bool = False  # a sample sent by `flowbot notify test`, never a real incident
+    runbook: str | None = None  # the rule's `runbook` URL (rules.yaml), shown in messages
+    diagnosis: Diagnosis | None = None  # the run's row-level errors, when read
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,12 +29,15 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flowbot.errors import NotifyError
 from flowbot.models import Message
 from flowbot.settings import redact
 from flowbot.store import ChannelProblem, OutboxRow, Store
+
+if TYPE_CHECKING:
+    from flowbot.notifiers import Notifier
 
 log = logging.getLogger("flowbot.outbox")
 
@@ -98,11 +101,11 @@ class _Outcome:
 
 # Sends left behind after their grace, by notifier: that channel is skipped until they
 # return, so one notifier never sends twice at once (values keep the notifier alive).
-_left_behind: dict[int, tuple[object, threading.Thread]] = {}
+_left_behind: dict[int, tuple[Notifier | None, threading.Thread]] = {}
 _left_lock = threading.Lock()
 
 
-def _still_busy(notifier: object) -> bool:
+def _still_busy(notifier: Notifier) -> bool:
     with _left_lock:
         entry = _left_behind.get(id(notifier))
         if entry is None:
@@ -115,7 +118,7 @@ def _still_busy(notifier: object) -> bool:
 
 def deliver(
     store: Store,
-    notifiers: Mapping[str, object],
+    notifiers: Mapping[str, Notifier],
     clock: Callable[[], datetime],
     *,
     secrets: Sequence[str] = (),
@@ -136,7 +139,7 @@ class _Drain:
     def __init__(
         self,
         store: Store,
-        notifiers: Mapping[str, object],
+        notifiers: Mapping[str, Notifier],
         clock: Callable[[], datetime],
         secrets: Sequence[str],
         retry: bool,
@@ -260,8 +263,11 @@ class _Drain:
         if ref:
             # Every alert the message speaks for (a storm, an incident) follows one thread:
             # the one it replied in, or this message when it started one. Known threads stay.
-            for alert_id in {row.alert_id, *self.store.group_of(row.id)} - {None}:
-                self.store.set_thread(alert_id, channel, outcome.thread or ref)  # type: ignore[arg-type]
+            speaks_for = {*self.store.group_of(row.id)}
+            if row.alert_id is not None:
+                speaks_for.add(row.alert_id)
+            for alert_id in speaks_for:
+                self.store.set_thread(alert_id, channel, outcome.thread or ref)
         log.info("message %s (%s) sent to %s", row.id, row.event, channel)
         self.report.sent += 1
         self.report.count(channel, "sent")
@@ -309,10 +315,10 @@ class _Drain:
                 self._next(name)
 
 
-def _send(notifier: Any, outcome: _Outcome, results: queue.Queue[_Outcome]) -> None:
+def _send(notifier: Notifier, outcome: _Outcome, results: queue.Queue[_Outcome]) -> None:
     """A worker: one send, its outcome handed back (never raises)."""
     row = outcome.row
-    message = Message(outcome.channel, row.kind, row.event, row.body, row.alert_id)  # type: ignore[arg-type]
+    message = Message(outcome.channel, row.kind, row.event, row.body, row.alert_id)
     try:
         outcome.ref = notifier.send(message, outcome.thread)
     except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread as is)

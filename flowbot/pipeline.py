@@ -21,14 +21,14 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flowbot import alerts
+from flowbot import alerts, diagnose, slack_hooks
 from flowbot.errors import FlowAPIError, StoreError
 from flowbot.models import FINISHED_STATES, Message, Notice, Run
 from flowbot.outbox import Delivery, Monitoring, deliver
@@ -36,6 +36,11 @@ from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
 from flowbot.validate import templates_dir
 from flowbot.windows import plan
+
+if TYPE_CHECKING:
+    from flowbot.aep.client import FlowClient
+    from flowbot.notifiers import Notifier
+    from flowbot.rules import RuleSet
 
 log = logging.getLogger("flowbot.cycle")
 
@@ -52,10 +57,10 @@ CLOCK_SKEW = timedelta(minutes=5)  # the watermark stays this far behind the API
 class Deps:
     """What a cycle needs; built by `build_deps` or by tests pointing at local servers."""
 
-    ruleset: Any  # flowbot.rules.RuleSet
+    ruleset: RuleSet
     store: Store
-    client_for: Callable[[str], Any]  # sandbox → flowbot.aep.client.FlowClient
-    notifiers: Mapping[str, Any]  # channel name → Notifier
+    client_for: Callable[[str], FlowClient]  # by sandbox
+    notifiers: Mapping[str, Notifier]  # by channel name
     clock: Callable[[], datetime]
     settings: Settings = field(default_factory=Settings)
     step: Callable[[str], None] = lambda name: None  # test hook between stages
@@ -63,6 +68,7 @@ class Deps:
     # (stage, item) pairs already logged as skipped: a poisoned run re-read every cycle
     # of the overlap is logged at warning once, then at debug.
     skips_logged: set[tuple[str, str]] = field(default_factory=set)
+    diagnose_seconds: float = diagnose.DIAGNOSE_SECONDS  # row-error reads per cycle, at most
 
 
 @dataclass
@@ -80,6 +86,7 @@ class CycleReport:
     queued: int = 0
     judged: int = 0  # flows whose rules were judged (what changed, fires or came due)
     api_requests: int = 0
+    diagnostic_requests: int = 0  # to the Data Access API (diagnostics.budget bounds them)
     seconds: float = 0.0
     # Items left out by stage (parse, store, evaluate, alert, render), counted each
     # cycle they are met; `notes` says which and why, for the log.
@@ -118,10 +125,10 @@ class Fetched:
 
 
 def fetch(
-    client: Any,
+    client: FlowClient,
     store: Store,
     mark: Watermark,
-    ruleset: Any,
+    ruleset: RuleSet,
     now: datetime,
     on_skip: Callable[[str, str, str], None] | None = None,
 ) -> Fetched:
@@ -185,7 +192,7 @@ def next_watermark(
 
 def route(
     outgoing: Sequence[alerts.Outgoing],
-    ruleset: Any,
+    ruleset: RuleSet,
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
     threads: Store | None = None,
@@ -220,11 +227,12 @@ def route(
 Pair = tuple[Notice, tuple[str, str]]
 
 
-def _by_channel(item: alerts.Outgoing, ruleset: Any) -> list[tuple[str, list[Pair]]]:
+def _by_channel(item: alerts.Outgoing, ruleset: RuleSet) -> list[tuple[str, list[Pair]]]:
     """The channels of the item's rules, in order, each with the notices routed to it."""
     out: dict[str, list[Pair]] = {}
     for notice, key in zip(item.notices, item.keys, strict=True):
-        for name in ruleset.rule(notice.rule).channels:
+        rule = ruleset.rule(notice.rule)  # None only if the rules changed under the notice
+        for name in rule.channels if rule else ():
             out.setdefault(name, []).append((notice, key))
     return list(out.items())
 
@@ -243,7 +251,7 @@ def _by_thread(
     flows of one rule together (a storm), the rest by flow."""
     if item.event != "resolved":
         return [(pairs, True)]
-    by_ref: dict[str, tuple[Any, list[Pair]]] = {}
+    by_ref: dict[str, tuple[dict[str, str], list[Pair]]] = {}
     loose: list[Pair] = []
     for pair in pairs:
         ref = threads.thread(alert_ids.get(pair[1]), channel) if threads else None
@@ -275,7 +283,7 @@ def _message(
     item: alerts.Outgoing,
     batch: list[Pair],
     channel: str,
-    ruleset: Any,
+    ruleset: RuleSet,
     alert_ids: Mapping[tuple[str, str], int],
     templates_dir: Path | None,
     update: bool,
@@ -293,15 +301,17 @@ def _message(
         if on_skip:
             on_skip("render", what, f"{reason}; sent as plain text")
 
+    lead_rule = ruleset.rule(notices[0].rule)
     try:
         body = render(
             notices,
             item.event,
             kind,
             templates_dir=templates_dir,
-            rule_template=ruleset.rule(notices[0].rule).template,
+            rule_template=lead_rule.template if lead_rule else None,
             timezone=ruleset.timezone,
             link_origins=link_origins,
+            aep_org=ruleset.aep_ui.org if ruleset.aep_ui else "",
             on_fallback=fell_back,
         )
     except Exception as exc:  # anything else about one message must not stop the cycle
@@ -322,7 +332,9 @@ def _message(
     return Message(channel, kind, item.event, body, alert_id, group)
 
 
-def meta_messages(ruleset: Any, text: str, channels: Sequence[str] | None = None) -> list[Message]:
+def meta_messages(
+    ruleset: RuleSet, text: str, channels: Sequence[str] | None = None
+) -> list[Message]:
     """A message about flowbot itself for each monitoring channel (or each of `channels`)."""
     from flowbot.render import render_meta
 
@@ -360,6 +372,10 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
             report.runs_new = len(fetched.changed)
             deps.step("fetched")
             deps.step("stored")
+            report.diagnostic_requests = diagnose.read_batches(
+                deps, client, sandbox, _failed_runs(store, fetched, report), now,
+                seconds=deps.diagnose_seconds,
+            )  # fmt: skip
             _decide(deps, sandbox, mark, fetched, now, report, at)
     except FlowAPIError as exc:
         _fail(deps, mark, now, report, str(exc))
@@ -373,6 +389,15 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
     report.api_requests = _request_count(client) - requests_before
     report.seconds = time.monotonic() - started
     return report
+
+
+def _failed_runs(store: Store, fetched: Fetched, report: CycleReport) -> Iterator[Run]:
+    """The runs this fetch stored as new or changed that a diagnosis may want (finished,
+    failed or lost records), loaded back from the store a chunk at a time: the fetch
+    kept only their ids."""
+    from flowbot.aep.parse import parse_run
+
+    return store.failed_runs(fetched.changed, parse_run, on_skip=report.skip)
 
 
 JUDGE_BATCH = 1000  # flows judged together: memory follows the batch, not the flows watched
@@ -420,13 +445,16 @@ def _decide(
 
     at("alerts")
     outgoing = alerts.plan([c for c in changes if c.key in alert_ids], ruleset.group_at)
+    outgoing = diagnose.attach(outgoing, store, ruleset)
     templates = templates_dir(ruleset, deps.settings.templates)
-    origins = (deps.settings.api_url, getattr(deps.settings, "export_url", ""))
+    origins = (deps.settings.api_url, deps.settings.export_url)
     at("route")
     messages = route(
         outgoing, ruleset, alert_ids, templates, store, [o for o in origins if o],
         on_skip=report.skip,
     )  # fmt: skip
+    messages += diagnose.followups(store, ruleset, sandbox, templates, outgoing, alert_ids)
+    messages = slack_hooks.offer_buttons(messages, ruleset, store, deps.settings)
     if mark.degraded_announced:
         messages += meta_messages(
             ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"
@@ -476,6 +504,7 @@ def _judge(
         ruleset, [a for a in firing if a.flow_id in in_batch], evaluation, silences, by_id,
         history, now,
     )  # fmt: skip
+    changes = slack_hooks.quiet_acknowledged(store, changes)
     return changes, _apply(store, sandbox, changes, now, report)
 
 
@@ -649,13 +678,12 @@ def _full_refresh_due(mark: Watermark, now: datetime) -> bool:
     return mark.flows_refreshed is None or now - mark.flows_refreshed >= FLOW_REFRESH
 
 
-def _history_depth(ruleset: Any) -> int:
-    windows = [getattr(r, "window", None) or 0 for r in ruleset.rules]
-    streaks = [getattr(r, "in_a_row", None) or 0 for r in ruleset.rules]
-    return max([10, *windows, *streaks]) + 1
+def _history_depth(ruleset: RuleSet) -> int:
+    needed: list[int] = [r.runs_needed for r in ruleset.rules]
+    return max([10, *needed]) + 1
 
 
-def _request_count(client: Any) -> int:
+def _request_count(client: FlowClient) -> int:
     """HTTP requests the client has made so far (FlowClient.stats.requests)."""
     return int(getattr(getattr(client, "stats", None), "requests", 0))
 
@@ -666,15 +694,16 @@ def _iso(at: datetime) -> str:
 
 def build_deps(
     settings: Settings,
-    ruleset: Any,
+    ruleset: RuleSet,
     *,
     clock: Callable[[], datetime] | None = None,
     store: Store | None = None,
     client_options: Mapping[str, Any] | None = None,
 ) -> Deps:
     """Wire the real parts from the environment and the rules (the composition root for
-    `check --once`; the daemon uses it too). `client_options` go to each FlowClient
-    (tests pass `sleep`, `max_attempts`)."""
+    `check --once`; the daemon uses it too). `client_options` are keyword arguments of
+    `client_from_settings` (tests pass `retry=RetryPolicy(...)`, `clocks=Clocks(...)`,
+    `limits=Limits(...)`)."""
     from flowbot.aep.auth import client_from_settings
     from flowbot.notifiers import build_notifiers
 
@@ -682,9 +711,9 @@ def build_deps(
         store = Store(settings.db)
         store.migrate()
     clock = clock or _utc_now
-    clients: dict[str, Any] = {}
+    clients: dict[str, FlowClient] = {}
 
-    def client_for(sandbox: str) -> Any:
+    def client_for(sandbox: str) -> FlowClient:
         if sandbox not in clients:
             clients[sandbox] = client_from_settings(settings, sandbox, **(client_options or {}))
         return clients[sandbox]

@@ -5,14 +5,15 @@ linked from `templates/` at the repository root; a `templates_dir` and a per-rul
 directory override them file by file). What templates see is built in `context.py`. Templates render in a sandbox with `StrictUndefined`, so they cannot reach
 Python internals and a typo fails loudly in `check_templates` instead of rendering "".
 
-Files, per kind (`event` is firing, repeat, resolved or grouped):
+Files, per body shape of a kind (flowbot.channels: `body` and the `templates` folder;
+`event` is firing, repeat, resolved or grouped):
 
     slack/{event}.md.j2       Slack mrkdwn, turned into Block Kit by simple line rules:
                               "# text" a header, "---" a divider, "[context] text" a
                               context line, paragraphs (blank-line separated) sections
     slack/update.md.j2        the thread's first message once the alert resolved
     email/{event}.subject.j2, email/{event}.txt.j2, email/{event}.html.j2
-    terminal/{event}.txt.j2
+    terminal/{event}.txt.j2   (a "text" kind: <its folder>/{event}.txt.j2)
 
 Webhooks use the Slack templates. The file kind is structured JSON, not a template.
 
@@ -65,6 +66,7 @@ from flowbot.blocks import (
     guard_markers,
     slack_blocks,
 )
+from flowbot.channels import KINDS, ChannelKind, channel_kind
 from flowbot.context import (
     CONTEXT_NAMES,
     MAX_ITEMS,
@@ -80,7 +82,6 @@ log = logging.getLogger("flowbot.render")
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"  # also ./templates
 EVENTS = ("firing", "repeat", "resolved", "grouped")
-KINDS = ("slack", "webhook", "email", "file", "terminal")
 
 SUBJECT_MAX = 200
 SHOWN_URL = 200  # characters of an untrusted URL shown as text
@@ -250,6 +251,7 @@ def render(
     rule_template: Path | None = None,
     timezone: str = "UTC",
     link_origins: Sequence[str] = (),
+    aep_org: str = "",
     on_fallback: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The Message.body for `kind` telling `event` about `notices` (one, or several of one
@@ -259,18 +261,21 @@ def render(
     the thread's first message); email: {"subject", "text", "html"}; terminal:
     {"text"}; file: a structured JSON-able dict. `link_origins`: origins (the
     configured API and export URLs) whose diagnostic URLs may be links besides Adobe's
-    hosts. Never raises on a template problem: it returns a minimal plain message
+    hosts; `aep_org` is `aep_ui.org` from rules.yaml (the org part of AEP UI links).
+    Never raises on a template problem: it returns a minimal plain message
     instead, and tells `on_fallback(reason)` (or, without it, logs one line).
     """
     if not notices:
         raise ValueError("render needs at least one notice")
-    if kind == "file":
-        return file_body(notices, event)
-    if kind not in KINDS:
-        raise ValueError(f"unknown channel kind {kind!r}")
+    shape = channel_kind(kind)  # ValueError for a kind that does not exist
+    if shape.body == "record":
+        return file_body(notices, event, aep_org)
     dirs = _dirs(templates_dir, rule_template)
     try:
-        return within_time(lambda: _body(notices, event, kind, dirs, timezone, link_origins))
+        body: dict[str, Any] = within_time(
+            lambda: _body(notices, event, shape, dirs, timezone, link_origins, aep_org)
+        )
+        return body
     except _RENDER_ERRORS as exc:
         reason = (
             f"{type(exc).__name__}: {cut(one_line(str(getattr(exc, 'message', None) or exc)), 300)}"
@@ -288,33 +293,35 @@ def render(
 def _body(
     notices: Sequence[Notice],
     event: str,
-    kind: str,
+    kind: ChannelKind,
     dirs: tuple[str, ...],
     timezone: str,
     link_origins: Sequence[str],
+    aep_org: str = "",
 ) -> dict[str, Any]:
-    slack = kind in ("slack", "webhook")
+    slack = kind.body == "slack"
     context = message_context(
-        notices, event, slack=slack, timezone=timezone, link_origins=link_origins
+        notices, event, slack=slack, timezone=timezone, link_origins=link_origins, aep_org=aep_org
     )
     env = _environment(dirs, slack)
 
     def text(name: str) -> str:
         return render_template(env.get_template(name), context)
 
+    folder = kind.templates
     if slack:
-        body = slack_blocks(text(f"slack/{event}.md.j2"))
+        body = slack_blocks(text(f"{folder}/{event}.md.j2"))
         if event == "resolved":
-            body["update"] = slack_blocks(text("slack/update.md.j2"))
+            body["update"] = slack_blocks(text(f"{folder}/update.md.j2"))
         return body
-    if kind == "email":
-        subject = text(f"email/{event}.subject.j2")
+    if kind.body == "email":
+        subject = text(f"{folder}/{event}.subject.j2")
         return {
             "subject": cut(" ".join(one_line(subject).split()), SUBJECT_MAX),
-            "text": text(f"email/{event}.txt.j2").strip() + "\n",
-            "html": text(f"email/{event}.html.j2"),
+            "text": text(f"{folder}/{event}.txt.j2").strip() + "\n",
+            "html": text(f"{folder}/{event}.html.j2"),
         }
-    return {"text": text(f"terminal/{event}.txt.j2").rstrip()}
+    return {"text": text(f"{folder}/{event}.txt.j2").rstrip()}
 
 
 def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str, Any]:
@@ -327,7 +334,8 @@ def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str,
     line = one_line(f"[{first.severity.upper()}] {first.rule} {event}: {flows} in {sandbox}")
     reason = one_line(first.finding.reason) if first.finding else ""
     text = f"{line}\n{reason}".strip()
-    if kind in ("slack", "webhook"):
+    shape = channel_kind(kind).body
+    if shape == "slack":
         safe = escape_mrkdwn(text)
         return {
             "text": cut_mrkdwn(safe, 300),
@@ -338,10 +346,61 @@ def fallback_body(notices: Sequence[Notice], event: str, kind: str) -> dict[str,
                 }
             ],
         }
-    if kind == "email":
+    if shape == "email":
         html = str(Markup("<pre>{}</pre>").format(text))
         return {"subject": cut(line, SUBJECT_MAX), "text": text + "\n", "html": html}
     return {"text": text}
+
+
+def render_diagnosis(
+    diagnosis: Any, kind: str, *, title: str, templates_dir: Path | None = None
+) -> dict[str, Any]:
+    """The body of a thread reply that brings a run's diagnosis (`flowbot.diagnosis`)
+    after its alert, for any kind, through the `_diagnosis` partials; `title` (it may
+    quote API text) is escaped like API text. Falls back to the diagnosis's note."""
+    from flowbot.diagnosis import template_values
+
+    values = _clean_values(template_values(diagnosis))
+    title = cut(one_line(title), SUBJECT_MAX)
+    if kind == "file":
+        return {"title": title, "diagnosis": values}
+    dirs = _dirs(templates_dir, None)
+    slack = kind in ("slack", "webhook")
+
+    def text(name: str) -> str:
+        env = _environment(dirs, slack)
+        return render_template(env.get_template(name), {"diagnosis": values})
+
+    try:
+        if slack:
+            return slack_blocks(
+                f"# {escape_mrkdwn(title)}\n\n"
+                + within_time(lambda: text("slack/_diagnosis.md.j2"))
+            )
+        plain = within_time(lambda: text("common/_diagnosis.txt.j2")).strip()
+        if kind == "email":
+            html = within_time(lambda: text("email/_diagnosis.html.j2"))
+            head = Markup(
+                '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{}</title>'
+                '</head>\n<body style="font-family:sans-serif">\n'
+            ).format(title)
+            return {"subject": f"Re: {title}", "text": plain + "\n",
+                    "html": str(head) + html + "\n</body></html>"}  # fmt: skip
+        return {"text": f"== DIAGNOSIS {title}\n{plain}"}
+    except _RENDER_ERRORS as exc:
+        log.error("diagnosis template for %s failed (%s); sending its note", kind, exc)
+        note = one_line(getattr(diagnosis, "note", "") or "row-level errors: see flowbot explain")
+        return render_meta(f"{title}\n{note}", kind)
+
+
+def _clean_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return one_line(value)
+    if isinstance(value, dict):
+        return {k: _clean_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_values(v) for v in value]
+    return value
 
 
 def render_meta(text: str, kind: str) -> dict[str, Any]:
@@ -350,7 +409,8 @@ def render_meta(text: str, kind: str) -> dict[str, Any]:
     is escaped like API text, and its lines are kept but cleaned of control characters."""
     text = "\n".join(one_line(line) for line in text.splitlines())
     first = text.strip().splitlines()[0] if text.strip() else "flowbot"
-    if kind in ("slack", "webhook"):
+    shape = channel_kind(kind).body
+    if shape == "slack":
         safe = escape_mrkdwn(text)
         return {
             "text": cut_mrkdwn(escape_mrkdwn(first), 300),
@@ -358,13 +418,13 @@ def render_meta(text: str, kind: str) -> dict[str, Any]:
                 {"type": "section", "text": {"type": "mrkdwn", "text": cut_lines(safe, 3000)}}
             ],
         }
-    if kind == "email":
+    if shape == "email":
         return {
             "subject": cut(f"[flowbot] {first}", SUBJECT_MAX),
             "text": text.rstrip() + "\n",
             "html": str(Markup("<p>{}</p>").format(text)),
         }
-    if kind == "file":
+    if shape == "record":
         return {"event": "meta", "text": text}
     return {"text": text}
 
@@ -383,7 +443,7 @@ def check_templates(templates_dir: Path | None, rule_template: Path | None = Non
         return [f"{root}:0: not a directory"]
     for path in sorted(root.rglob("*.j2")):
         name = path.relative_to(root).as_posix()
-        env = _environment(_dirs(templates_dir, rule_template), name.startswith("slack/"))
+        env = _environment(_dirs(templates_dir, rule_template), _is_slack(name))
         try:
             tree = env.parse(path.read_text(encoding="utf-8"), name, str(path))
         except TemplateSyntaxError as exc:
@@ -399,6 +459,12 @@ def check_templates(templates_dir: Path | None, rule_template: Path | None = Non
     return problems
 
 
+def _is_slack(name: str) -> bool:
+    """True for a template in the folder of a kind whose body is Slack mrkdwn."""
+    folder = name.split("/")[0]
+    return any(k.templates == folder and k.body == "slack" for k in KINDS.values())
+
+
 def _trial_render(env: SandboxedEnvironment, name: str, path: Path) -> list[str]:
     from flowbot.notifiers.sample import sample_notices  # a sample alert, for checks only
 
@@ -406,7 +472,7 @@ def _trial_render(env: SandboxedEnvironment, name: str, path: Path) -> list[str]
     if event not in EVENTS and event != "update":
         return []  # partials: checked through the templates that include them
     notices = sample_notices(event if event in EVENTS else "resolved")
-    context = message_context(notices, event, slack=name.startswith("slack/"))
+    context = message_context(notices, event, slack=_is_slack(name))
     try:
         within_time(lambda: render_template(env.get_template(name), context))
     except TemplateError as exc:

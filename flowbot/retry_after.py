@@ -28,12 +28,9 @@ def parse_retry_after(value: object, *, now: datetime, cap: float) -> float | No
     text = text.strip()
     if not text or len(text) > 64:
         return None
-    if _SECONDS.fullmatch(text):
-        seconds = float(text)
-    else:
-        seconds = _seconds_until(text, now)
-        if seconds is None:
-            return None
+    seconds = float(text) if _SECONDS.fullmatch(text) else _seconds_until(text, now)
+    if seconds is None:
+        return None
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, max(cap, 0.0))

@@ -7,6 +7,9 @@ also give the published JSON Schema); this module loads the file with places
 
     load_rules(path) → RuleSet(channels, rules: (Rule, ...), ...)
 
+where each Rule is the frozen value of its type (`rule_types.py`: StatusRule,
+FailedRecordsRule, ...), built from the pydantic model of that type.
+
 Every problem names the file, line, column and key path, and all problems are reported
 together in one ConfigError. Loaded rules never carry runtime state.
 """
@@ -20,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 
 from flowbot.errors import ConfigError
-from flowbot.models import FINISHED_STATES
+from flowbot.rule_types import RULE_TYPES, Rule
 from flowbot.rules_messages import PLAIN_MESSAGES, field_names, nearest
 from flowbot.rules_parts import (
     AepUi,
@@ -39,7 +42,6 @@ from flowbot.rules_parts import (
 )
 from flowbot.rules_schema import (
     RULE_MODELS,
-    RUN_LEVEL_TYPES,
     ChannelSpec,
     DefaultsSpec,
     MonitoringSpec,
@@ -68,57 +70,6 @@ __all__ = [
     "parse_ratio",
     "ruleset_json_schema",
 ]
-
-Severity = Literal["info", "warning", "critical"]
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One rule with its defaults applied. Fields a type does not use keep their defaults.
-
-    `above` is a ratio (0..1) for failed_records and failed_runs, a timedelta for
-    duration. `schedule` is "flow" for missing_run with `schedule: flow`.
-    """
-
-    name: str
-    type: str
-    flows: Selector = Selector()
-    severity: Severity = "warning"
-    channels: tuple[str, ...] = ()
-    repeat_after: timedelta = timedelta(hours=4)
-    send_resolved: bool = True
-    enabled: bool = True
-    owner: str | None = None
-    template: Path | None = None
-    status: tuple[str, ...] = ()
-    above: float | timedelta | None = None
-    min_input: int = 0
-    window: int = 10
-    in_a_row: int | None = None
-    every: timedelta | None = None
-    cron: str | None = None
-    timezone: str = "UTC"
-    schedule: str | None = None
-    grace: timedelta = timedelta(minutes=15)
-    codes: tuple[str, ...] = ()
-    runbook: str | None = None
-    actions: tuple[str, ...] = ()
-
-    @property
-    def is_run_level(self) -> bool:
-        """True for rules that judge one run at a time (not failed_runs, missing_run)."""
-        return self.type in RUN_LEVEL_TYPES
-
-    @property
-    def states(self) -> frozenset[str]:
-        """The `status` values in lower case."""
-        return frozenset(s.lower() for s in self.status)
-
-    @property
-    def judges_unfinished(self) -> bool:
-        """A status rule about running or waiting runs judges the newest run, finished
-        or not; every other run-level rule judges the newest finished run."""
-        return self.type == "status" and not self.states <= FINISHED_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,10 +328,7 @@ class _Builder:
             spec = self.validate(ChannelSpec, spec_data, path)
             if spec is None:
                 continue
-            kind, target = spec.kind_and_target()
-            if kind == "file":
-                target = str((self.base / str(target)).resolve())
-            channels[str(name)] = Channel(name=str(name), kind=kind, target=target)
+            channels[str(name)] = spec.channel(str(name), self.base)
         return channels
 
     def check_channel_names(
@@ -464,7 +412,7 @@ class _Builder:
             )
             names = ()
         elif spec.channels is not None:
-            self.check_channel_names(names, (*path, "channels"), channels)
+            self.check_channel_names(names or (), (*path, "channels"), channels)
         names = names or ()
         fields = spec.rule_fields()
         for key in ("severity", "repeat_after", "send_resolved"):
@@ -472,13 +420,15 @@ class _Builder:
                 fields[key] = getattr(defaults, key, None) if defaults else None
             if fields.get(key) is None:
                 fields.pop(key)
-        if spec.actions and spec.type not in RUN_LEVEL_TYPES:
+        cls = RULE_TYPES[spec.type]
+        if spec.actions and not cls.is_run_level:
             self.warnings.append(
                 f"{format_path((*path, 'actions'))}: a {spec.type} rule has no run to act on; "
                 f"its buttons will not show ({self.at((*path, 'actions'))})"
             )
+        fields.pop("type")
         template = self.directory(spec.template, (*path, "template"))
-        return Rule(
+        return cls(
             flows=_selector(spec.flows),
             channels=names,
             template=template,

@@ -130,8 +130,8 @@ def _rename(node: Any) -> Any:
 
 def rules_file_json_schema() -> dict[str, Any]:
     """The JSON Schema of the whole file."""
-    schema = _RulesFileSchema.model_json_schema(schema_generator=_SchemaGenerator)
-    schema = _allow_env(_rename(schema))
+    generated = _RulesFileSchema.model_json_schema(schema_generator=_SchemaGenerator)
+    schema: dict[str, Any] = _allow_env(_rename(generated))
     schema["$defs"].update(_ENV_DEFS)
     schema["title"] = "flowbot rules.yaml"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -10,11 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from fnmatch import fnmatchcase
-from typing import Literal
 
 from flowbot.models import Flow
-
-ChannelKind = Literal["slack", "webhook", "email", "file", "terminal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +41,12 @@ class Selector:
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """A named destination. `target` is a Slack channel, webhook URL, file path
-    (absolute), a tuple of email addresses, or "" for the terminal."""
+    """A named destination. `kind` is a key of flowbot.channels.KINDS; `target` is a
+    Slack channel, webhook URL, file path (absolute), a tuple of email addresses, or ""
+    for the terminal."""
 
     name: str
-    kind: ChannelKind
+    kind: str
     target: str | tuple[str, ...]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import zoneinfo
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from croniter import CroniterError, croniter
@@ -26,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from flowbot.channels import KIND_NAMES, KINDS
+from flowbot.rules_parts import Channel
 from flowbot.rules_values import (
     MAX_DURATION,
     Bool,
@@ -43,7 +46,6 @@ from flowbot.rules_values import (
 
 __all__ = ["format_duration", "parse_duration", "parse_ratio"]
 
-RUN_LEVEL_TYPES = frozenset({"status", "failed_records", "duration", "error_code", "zero_records"})
 # Run statuses the Flow Service reports: sources spell them success, failed, inProgress,
 # scheduled; destinations Success, Failed, Processing, Waiting. Compared in lower case.
 STATUS_SPELLINGS = ("success", "failed", "inProgress", "scheduled", "processing", "waiting")
@@ -64,14 +66,23 @@ SCHEMA_CANNOT_SAY = (
 SEVERITIES = ("info", "warning", "critical")
 Severity = Literal["info", "warning", "critical"]
 _EMAIL = r"[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"']+"
-NonBlank = Text(r"[\s\S]*\S[\s\S]*", "must not be blank")
-Url = Text(r"https?://\S+", "must be an http:// or https:// URL")
-SandboxName = Text(
-    r"[A-Za-z0-9_-]+",
-    "a sandbox name has letters, digits, - and _ only (several sandboxes: [prod, dev])",
-)
-FlowId = Text(r"[^\s,]+", "a flow id has no spaces or commas (several ids: [a, b])")
-SlackId = Text(r"[UWS][A-Z0-9]{2,30}", "not a Slack user (U…, W…) or user-group (S…) id")
+NonBlank = Annotated[str, Text(r"[\s\S]*\S[\s\S]*", "must not be blank")]
+Url = Annotated[str, Text(r"https?://\S+", "must be an http:// or https:// URL")]
+SandboxName = Annotated[
+    str,
+    Text(
+        r"[A-Za-z0-9_-]+",
+        "a sandbox name has letters, digits, - and _ only (several sandboxes: [prod, dev])",
+    ),
+]
+FlowId = Annotated[str, Text(r"[^\s,]+", "a flow id has no spaces or commas (several ids: [a, b])")]
+SlackId = Annotated[
+    str, Text(r"[UWS][A-Z0-9]{2,30}", "not a Slack user (U…, W…) or user-group (S…) id")
+]
+SlackChannel = Annotated[
+    str, Text(r"\S+", 'not a Slack channel: {value}; write it like "#data-ops"')
+]
+EmailAddress = Annotated[str, Text(_EMAIL, "not an email address")]
 ChannelList = Annotated[list[str], Field(min_length=1)]
 
 
@@ -149,20 +160,26 @@ def _no_null_keys(schema: dict[str, Any]) -> None:
     schema.update(minProperties=1, maxProperties=1)
 
 
+def _channel_schema(schema: dict[str, Any]) -> None:
+    schema["description"] = f"A destination: exactly one of {', '.join(KIND_NAMES)}."
+    _no_null_keys(schema)
+
+
 class ChannelSpec(_Model):
-    """A destination: exactly one of slack, webhook, email, file or terminal."""
+    """A destination: exactly one of the kinds of flowbot.channels, one field each (the
+    field gives the value's shape; tests/test_channels.py keeps the two in step)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra=lambda schema: _no_null_keys(schema)
+        extra="forbid", frozen=True, json_schema_extra=lambda schema: _channel_schema(schema)
     )
 
-    slack: Text(r"\S+", 'not a Slack channel: {value}; write it like "#data-ops"') | None = Field(
+    slack: SlackChannel | None = Field(
         None, description='Slack channel for the Web API, e.g. "#data-ops"'
     )
     webhook: Url | None = Field(None, description="Slack incoming-webhook URL")
-    email: (
-        Annotated[OneOrList(Text(_EMAIL, "not an email address")), Field(min_length=1)] | None
-    ) = Field(None, description="one address or a list")
+    email: Annotated[OneOrList[EmailAddress], Field(min_length=1)] | None = Field(
+        None, description="one address or a list"
+    )
     file: NonBlank | None = Field(None, description="JSONL file, relative to rules.yaml")
     terminal: Annotated[Literal[True], BeforeValidator(to_bool)] | None = Field(
         None, description="print to the terminal"
@@ -179,33 +196,36 @@ class ChannelSpec(_Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ChannelSpec:
-        given = [k for k in ("slack", "webhook", "email", "file", "terminal") if getattr(self, k)]
+        given = [k for k in KIND_NAMES if getattr(self, k)]
         if len(given) != 1:
             found = f"found {', '.join(given)}" if given else "found none"
-            raise ValueError(
-                f"a channel takes exactly one of slack, webhook, email, file, terminal; {found}"
-            )
+            raise ValueError(f"a channel takes exactly one of {', '.join(KIND_NAMES)}; {found}")
         return self
 
-    def kind_and_target(self) -> tuple[Any, str | tuple[str, ...]]:
-        if self.slack:
-            return "slack", self.slack
-        if self.webhook:
-            return "webhook", self.webhook
-        if self.email:
-            return "email", tuple(self.email)
-        if self.file:
-            return "file", self.file
-        return "terminal", ""
+    def channel(self, name: str, base: Path) -> Channel:
+        """The loaded channel called `name`; a path target is resolved against `base`
+        (the folder of rules.yaml)."""
+        kind = next(KINDS[k] for k in KIND_NAMES if getattr(self, k))
+        value = getattr(self, kind.name)
+        target: str | tuple[str, ...]
+        if kind.target == "addresses":
+            target = (value,) if isinstance(value, str) else tuple(value)
+        elif kind.target == "path":
+            target = str((base / str(value)).resolve())
+        elif kind.target == "flag":
+            target = ""
+        else:
+            target = str(value)
+        return Channel(name=name, kind=kind.name, target=target)
 
 
 class SelectorSpec(_Model):
     """Which flows a rule watches; all flows when absent. Keys AND, values OR. Each key
     takes one value or a list."""
 
-    id: OneOrList(FlowId) = Field(default_factory=list, description="flow ids")
-    name: OneOrList(str) = Field(default_factory=list, description="flow name globs, e.g. crm-*")
-    sandbox: OneOrList(SandboxName) = Field(default_factory=list, description="sandbox names")
+    id: OneOrList[FlowId] = Field(default_factory=list, description="flow ids")
+    name: OneOrList[str] = Field(default_factory=list, description="flow name globs, e.g. crm-*")
+    sandbox: OneOrList[SandboxName] = Field(default_factory=list, description="sandbox names")
 
 
 class DefaultsSpec(_Model):
@@ -225,18 +245,21 @@ class MonitoringSpec(_Model):
     heartbeat_url: str | None = Field(None, description="URL pinged after each good cycle")
 
 
-RULE_NAME = Text(
-    r"[^\s](?:[^\n]*[^\s])?",
-    "a rule name has no leading/trailing spaces or newlines",
-    minLength=1,
-    maxLength=200,
-)
+RuleName = Annotated[
+    str,
+    Text(
+        r"[^\s](?:[^\n]*[^\s])?",
+        "a rule name has no leading/trailing spaces or newlines",
+        minLength=1,
+        maxLength=200,
+    ),
+]
 
 
 class RuleSpec(_Model):
     """The keys every rule takes."""
 
-    name: Annotated[RULE_NAME, Field(min_length=1, max_length=200)] = Field(
+    name: Annotated[RuleName, Field(min_length=1, max_length=200)] = Field(
         description="unique; names the alert"
     )
     type: str
@@ -254,7 +277,8 @@ class RuleSpec(_Model):
     )
 
     def rule_fields(self) -> dict[str, Any]:
-        """The keyword arguments of rules.Rule this spec sets (None for unset ones)."""
+        """The keyword arguments of this type's class in `rule_types` that the spec sets
+        (None for unset ones), and `type`."""
         skip = {"flows", "channels", "template"}
         out: dict[str, Any] = {}
         for key in type(self).model_fields:
@@ -279,7 +303,7 @@ class FailedRecordsRule(RuleSpec):
 
     type: Literal["failed_records"]
     above: Ratio
-    min_input: IntIn(0, 10**15) = Field(
+    min_input: Annotated[int, IntIn(0, 10**15)] = Field(
         0, description="judge only runs with at least this many inputs"
     )
 
@@ -295,8 +319,8 @@ class FailedRunsRule(RuleSpec):
 
     type: Literal["failed_runs"]
     above: Ratio | None = None
-    window: IntIn(1, 1000) | None = None
-    in_a_row: IntIn(1, 1000) | None = None
+    window: Annotated[int, IntIn(1, 1000)] | None = None
+    in_a_row: Annotated[int, IntIn(1, 1000)] | None = None
 
     @model_validator(mode="after")
     def _one_measure(self) -> FailedRunsRule:
@@ -393,9 +417,9 @@ RULE_MODELS: dict[str, type[RuleSpec]] = {
 class AepUiSpec(_Model):
     """What links into the AEP UI need."""
 
-    org: Text(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "an org is letters, digits, . _ -") = Field(
-        description="the IMS org's short name in experience.adobe.com links"
-    )
+    org: Annotated[
+        str, Text(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "an org is letters, digits, . _ -")
+    ] = Field(description="the IMS org's short name in experience.adobe.com links")
 
 
 class DiagnosticsSpec(_Model):
@@ -403,7 +427,9 @@ class DiagnosticsSpec(_Model):
 
     enabled: Bool = False
     show_values: Bool = Field(False, description="record values (PII) stay out unless true")
-    budget: IntIn(0, 1000) = Field(20, description="diagnostic requests per cycle, at most")
+    budget: Annotated[int, IntIn(0, 1000)] = Field(
+        20, description="diagnostic requests per cycle, at most"
+    )
 
 
 class InhibitSpec(_Model):
@@ -451,7 +477,7 @@ class RulesFile(_Model):
     channels: dict[str, Any] = Field(default_factory=dict)
     defaults: Any = None  # DefaultsSpec, validated on its own
     rules: list[Any]
-    group_at: IntIn(1, 100_000) = Field(
+    group_at: Annotated[int, IntIn(1, 100_000)] = Field(
         10, description="flows firing one rule before they are grouped"
     )
     timezone: str = Field("UTC", description="for times shown in messages")

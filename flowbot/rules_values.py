@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from annotated_types import Ge, GroupedMetadata, Le
+from pydantic import BeforeValidator, WithJsonSchema
 
 from flowbot.rules_yaml import EnvValue
 
@@ -166,7 +168,7 @@ def _str_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-def _text(pattern: str, explain: str) -> Any:
+def _text(pattern: str, explain: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if isinstance(value, str) and not _matches(pattern, value):
             if "{value}" in explain:
@@ -206,30 +208,48 @@ Ratio = Annotated[
 ]
 
 
-def IntIn(low: int, high: int) -> Any:  # noqa: N802 - reads as a type
-    """A whole number from `low` to `high` (or one taken whole from the environment)."""
-    return Annotated[
-        int,
-        BeforeValidator(_int),
-        Field(ge=low, le=high),
-        WithJsonSchema({"type": "integer", "minimum": low, "maximum": high}),
-    ]
+class IntIn(GroupedMetadata):
+    """`Annotated[int, IntIn(low, high)]`: a whole number from `low` to `high` (or one
+    taken whole from the environment)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.high = high
+
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(_int)
+        yield Ge(self.low)
+        yield Le(self.high)
+        yield WithJsonSchema({"type": "integer", "minimum": self.low, "maximum": self.high})
 
 
 Bool = Annotated[bool, BeforeValidator(to_bool), WithJsonSchema({"type": "boolean"})]
 
 
-def Text(core: str, explain: str, **schema: Any) -> Any:  # noqa: N802 - reads as a type
-    """A string that must match `core` (whole), e.g. Text(r"\\S+", "no spaces"); `schema`
-    adds JSON Schema keywords (which the caller also enforces, e.g. with Field)."""
-    pattern = anchored(core)
-    return Annotated[
-        str, BeforeValidator(_text(pattern, explain)), WithJsonSchema(_string(pattern, **schema))
-    ]
+class Text(GroupedMetadata):
+    """`Annotated[str, Text(core, explain)]`: a string that must match `core` (whole), e.g.
+    Text(r"\\S+", "no spaces"); `schema` adds JSON Schema keywords (which the caller also
+    enforces, e.g. with Field)."""
+
+    def __init__(self, core: str, explain: str, **schema: Any) -> None:
+        self.pattern = anchored(core)
+        self.explain = explain
+        self.schema = schema
+
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(_text(self.pattern, self.explain))
+        yield WithJsonSchema(_string(self.pattern, **self.schema))
 
 
-def OneOrList(item: Any) -> Any:  # noqa: N802
-    """One value or a list of values (selectors and email addresses)."""
-    return Annotated[
-        list[item], BeforeValidator(_str_list, json_schema_input_type=item | list[item])
-    ]
+if TYPE_CHECKING:
+    OneOrList = list
+else:
+
+    class OneOrList:
+        """`OneOrList[T]`: one value or a list of values (selectors and email addresses);
+        a list of T to the type checker, which sees only the value after validation."""
+
+        def __class_getitem__(cls, item: Any) -> Any:
+            return Annotated[
+                list[item], BeforeValidator(_str_list, json_schema_input_type=item | list[item])
+            ]

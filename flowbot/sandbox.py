@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jinja2 import Template, TemplateRuntimeError
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 MAX_OUTPUT = 262_144  # characters of a template's output, and of any value it builds
 MAX_INT_BITS = 4096

@@ -59,6 +59,7 @@ class Settings:
     access_token: Secret = Secret("")
     slack_bot_token: Secret = Secret("")
     slack_api_url: str = SLACK_API_URL
+    slack_app_token: Secret = Secret("")
     smtp_host: str = ""
     smtp_port: int = 587
     smtp_user: str = ""
@@ -71,6 +72,7 @@ class Settings:
     http_host: str = "127.0.0.1"
     log_format: str = "text"
     templates: str | None = None
+    ui_token: Secret = Secret("")
 
     def secrets(self) -> list[str]:
         """The secret values that are set, for redaction of any text that leaves us:
@@ -107,6 +109,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "ADOBE_ACCESS_TOKEN": ("access_token", "secret"),
     "SLACK_BOT_TOKEN": ("slack_bot_token", "secret"),
     "FLOWBOT_SLACK_API_URL": ("slack_api_url", "url"),
+    "SLACK_APP_TOKEN": ("slack_app_token", "secret"),
     "SMTP_HOST": ("smtp_host", "str"),
     "SMTP_PORT": ("smtp_port", "port"),
     "SMTP_USER": ("smtp_user", "str"),
@@ -119,6 +122,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "FLOWBOT_HTTP_HOST": ("http_host", "str"),
     "FLOWBOT_LOG_FORMAT": ("log_format", "format"),
     "FLOWBOT_TEMPLATES": ("templates", "str"),
+    "FLOWBOT_UI_TOKEN": ("ui_token", "secret"),
 }
 
 
@@ -140,6 +144,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{name}: {exc}")
     if problems:
         raise ConfigError("bad environment: " + "; ".join(problems), problems)
+    # Each value has its field's type (ENVIRONMENT names the converter per field); the
+    # mapping from names to types is data here, which mypy cannot follow.
     return Settings(**values)  # type: ignore[arg-type]
 
 

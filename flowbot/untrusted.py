@@ -8,7 +8,8 @@
 - `cut` shortens text without splitting a character: it counts UTF-16 units (as Slack
   does) and never separates a combining mark, a variation selector or a ZWJ sequence from
   its base.
-- `is_trusted_url` decides whether a diagnostic URL may be shown as a link.
+- `is_trusted_url` decides whether a diagnostic URL may be shown as a link;
+  `is_configured_link` whether a URL from rules.yaml (a runbook) may.
 """
 
 from __future__ import annotations
@@ -75,28 +76,45 @@ def cut(text: str, limit: int, marker: str = "…") -> str:
     return text[:end] + marker
 
 
+def _parts(url: str) -> tuple[str, str, int | None] | None:
+    """Scheme, host and port of a URL fit to be a link, or None: no credentials, spaces,
+    backslashes, quotes or unusual host characters."""
+    if not url or not url.isprintable() or any(c in url for c in " \\\"'<>`|"):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    if "@" in parts.netloc or not _HOST.fullmatch(host):
+        return None
+    return parts.scheme, host, port
+
+
 def is_trusted_url(url: str, origins: Iterable[str] = ()) -> bool:
     """Whether `url` may be a clickable link: https on an Adobe host (see
     ADOBE_DOMAINS), or on exactly one of `origins` (scheme, host and port of the
     configured API and export URLs). URLs with credentials, spaces, backslashes or
     unusual host characters are never trusted."""
-    if not url or not url.isprintable() or any(c in url for c in " \\\"'<>`|"):
+    found = _parts(url)
+    if found is None:
         return False
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return False
-    host = parts.hostname or ""
-    if "@" in parts.netloc or not _HOST.fullmatch(host):
-        return False
+    scheme, host, port = found
     for origin in origins:
         try:
             allowed = urlsplit(origin)
-            if (parts.scheme, host, port) == (allowed.scheme, allowed.hostname, allowed.port):
+            if (scheme, host, port) == (allowed.scheme, allowed.hostname, allowed.port):
                 return True
         except ValueError:
             continue
-    if parts.scheme != "https" or port not in (None, 443):
+    if scheme != "https" or port not in (None, 443):
         return False
     return any(host == d or host.endswith("." + d) for d in ADOBE_DOMAINS)
+
+
+def is_configured_link(url: str) -> bool:
+    """Whether a URL from rules.yaml (a rule's `runbook`) may be a link: http or https
+    on any host, with the same shape checks as `is_trusted_url`."""
+    found = _parts(url)
+    return found is not None and found[0] in ("http", "https")

@@ -30,6 +30,22 @@ def clock() -> Clock:
     return Clock()
 
 
+class Ticks:
+    """A monotonic clock and its sleep for pacing and retries: `ticks()` is now in
+    seconds, `ticks.sleep(s)` moves it and records `s` in `slept`; nothing really waits."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 class RestartableSMTP(SMTPServer):
     """An aiosmtpd server (tests/servers.py's handler) that can go down and come back."""
 

@@ -74,6 +74,8 @@ class SlackServer:
     failures: list[Failure] = field(default_factory=list)
     channel_ids: dict[str, str] = field(default_factory=dict)
     ts: int = 0
+    socket_url: str = ""  # what apps.connections.open answers (tests/socket_mode_server.py)
+    usergroups: dict[str, list[str]] = field(default_factory=dict)  # usergroups.users.list
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(
@@ -132,6 +134,10 @@ class SlackServer:
             if method == "webhook":
                 return 200, {"Content-Type": "text/plain"}, b"ok"
             result: dict[str, Any] = {"ok": True}
+            if method == "apps.connections.open":
+                result["url"] = self.socket_url
+            if method == "usergroups.users.list":
+                result["users"] = self.usergroups.get(str(body.get("usergroup")), [])
             if method in ("chat.postMessage", "chat.update"):
                 self.ts += 1
                 channel = self._channel_id(str(body.get("channel", "")))

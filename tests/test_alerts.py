@@ -1,4 +1,4 @@
-"""The alert lifecycle as a pure function (issue 4, DESIGN §4)."""
+"""The alert lifecycle as a pure function (DESIGN §4)."""
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta

@@ -1,4 +1,4 @@
-"""flowbot.aep.auth: IMS tokens against a real HTTP server on loopback (issue 2)."""
+"""flowbot.aep.auth: IMS tokens against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
@@ -10,8 +10,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import pytest
+from conftest import Clock
 
-from flowbot.aep.auth import TokenProvider, client_from_settings, tokens_from_settings
+from flowbot.aep.auth import (
+    CredentialsRefusedError,
+    PlatformAuth,
+    TokenProvider,
+    client_from_settings,
+    tokens_from_settings,
+)
+from flowbot.aep.client import Limits
+from flowbot.aep.stats import ClientStats, Counters
 from flowbot.errors import ConfigError, FlowAPIError
 from flowbot.settings import Secret, Settings
 
@@ -65,14 +74,6 @@ class IMS:
         self.thread.join()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.at = datetime(2024, 5, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
 @pytest.fixture
 def ims() -> Iterator[IMS]:
     server = IMS()
@@ -82,7 +83,7 @@ def ims() -> Iterator[IMS]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(datetime(2024, 5, 1, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -194,7 +195,7 @@ def test_settings_choose_static_token_or_client_credentials(ims):
     settings = Settings(
         ims_url=ims.url, client_id="cid", client_secret=Secret(SECRET), org_id="o@AdobeOrg"
     )
-    client = client_from_settings(settings, "dev", timeout=5)
+    client = client_from_settings(settings, "dev", limits=Limits(timeout=5))
     try:
         assert client.sandbox == "dev" and client.api_key == "cid" and client.org_id == "o@AdobeOrg"
         assert client.tokens.token() == "tok-1"
@@ -210,3 +211,76 @@ def test_a_clock_is_injected_not_slept_through(provider: TokenProvider, clock: C
     provider.token()
     provider.token()
     assert provider.refreshes == 2
+
+
+# ---------------------------------------------------------------- PlatformAuth
+
+
+def test_platform_headers_go_only_to_allowed_origins():
+    auth = PlatformAuth(
+        TokenProvider(static_token="tok"), "cid", "o@AdobeOrg",
+        ["https://Platform.adobe.io/data/foundation/flowservice", "https://export.example:8443/x"],
+    )  # fmt: skip
+    headers = auth.headers("https://platform.adobe.io:443/data/foundation/flowservice/runs", "dev")
+    assert headers == {
+        "Authorization": "Bearer tok",
+        "x-api-key": "cid",
+        "x-gw-ims-org-id": "o@AdobeOrg",
+        "x-sandbox-name": "dev",
+        "Accept": "application/json",
+    }
+    assert auth.allows("https://export.example:8443/other/path")
+    for elsewhere in (
+        "http://platform.adobe.io/data",  # another scheme
+        "https://platform.adobe.io:8443/data",  # another port
+        "https://export.example/x",  # the export host on the default port
+        "https://evil.example/data/foundation/flowservice/runs",
+        "not a url",
+    ):
+        assert not auth.allows(elsewhere)
+        with pytest.raises(CredentialsRefusedError):
+            auth.headers(elsewhere, "dev")
+
+
+def test_a_refused_origin_never_asks_ims_for_a_token(ims):
+    tokens = TokenProvider(ims_url=ims.url, client_id="cid", client_secret=SECRET)
+    auth = PlatformAuth(tokens, "cid", "org", ["https://platform.adobe.io"])
+    with pytest.raises(CredentialsRefusedError):
+        auth.headers("https://evil.example/runs", "prod")
+    assert ims.forms == [] and tokens.refreshes == 0
+    tokens.close()
+
+
+def test_a_401_renews_the_token_once_per_request(ims):
+    tokens = TokenProvider(ims_url=ims.url, client_id="cid", client_secret=SECRET)
+    auth = PlatformAuth(tokens, "cid", "org", ["https://platform.adobe.io"])
+    assert auth.headers("https://platform.adobe.io/runs", "prod")["Authorization"] == "Bearer tok-1"
+    assert not auth.renews_after(403, renewed=False)
+    assert auth.renews_after(401, renewed=False)
+    assert not auth.renews_after(401, renewed=True)
+    assert auth.headers("https://platform.adobe.io/runs", "prod")["Authorization"] == "Bearer tok-2"
+    assert tokens.refreshes == 2
+    tokens.close()
+
+
+def test_a_static_token_is_never_renewed():
+    auth = PlatformAuth(TokenProvider(static_token="tok"), "cid", "org", ["https://a.example"])
+    assert not auth.renews_after(401, renewed=False)
+    assert auth.tokens.token() == "tok"
+
+
+# ---------------------------------------------------------------- counting
+
+
+def test_counters_snapshot_is_frozen_and_sums_every_answer():
+    counters = Counters()
+    for status in (200, 200, 429, 503):
+        counters.answered(status)
+    counters.no_answer()
+    counters.retried()
+    counters.paged()
+    stats = counters.snapshot(token_refreshes=3)
+    assert stats == ClientStats({200: 2, 429: 1, 503: 1, "error": 1}, 1, 1, 3)
+    assert stats.requests == 5
+    counters.answered(200)
+    assert stats.by_status[200] == 2 and counters.snapshot().requests == 6

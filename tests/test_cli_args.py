@@ -102,3 +102,20 @@ def test_silence_add_notes_a_flow_pattern_that_matches_no_known_flow(env, tmp_pa
     assert "no known flow matches 'web-*'" in other.stderr
     listed = invoke(["silence", "list"], env)
     assert listed.exit_code == 0 and len(listed.stdout.splitlines()) == 4
+
+
+def test_help_loads_no_working_module():
+    """`flowbot --help` imports only the command modules: each command imports what it
+    uses when it runs, so the help of every command comes fast."""
+    import subprocess
+    import sys
+
+    heavy = ["pydantic", "jinja2", "requests", "sqlite_utils", "apscheduler", "yaml"]
+    code = (
+        "import sys\nfrom flowbot.cli import cli\n"
+        "for args in ([], ['check'], ['rules', 'check'], ['notify', 'preview'], ['silence']):\n"
+        "    cli.main([*args, '--help'], standalone_mode=False)\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

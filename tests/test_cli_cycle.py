@@ -1,4 +1,4 @@
-"""`flowbot check --once`, `history` and `silence` as a user runs them (issue 4)."""
+"""`flowbot check --once`, `history` and `silence` as a user runs them."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -70,7 +70,7 @@ def test_check_once_exits_1_when_the_api_is_unreachable(env):
     variables = {**variables, "FLOWBOT_API_URL": "http://127.0.0.1:9"}
     result = CliRunner().invoke(cli, ["check", "--once"], env=variables)
     assert result.exit_code == 1
-    assert "cycle failed" in result.output and "Traceback" not in result.output
+    assert "cycle prod: FAILED" in result.output and "Traceback" not in result.output
     assert variables["ADOBE_CLIENT_SECRET"] not in result.output
 
 
@@ -133,4 +133,4 @@ def test_check_once_in_a_sandbox_without_access_names_it_and_exits_1(env, tmp_pa
     assert "staging" in result.output and "403" in result.output
     assert variables["ADOBE_CLIENT_SECRET"] not in result.output
     [line] = [x for x in result.output.splitlines() if "403" in x]  # one clear line
-    assert line.startswith("staging: cycle failed: Flow Service GET /flows in sandbox 'staging'")
+    assert line.startswith("cycle staging: FAILED (Flow Service GET /flows in sandbox 'staging'")

@@ -1,12 +1,14 @@
 """The whole cycle end to end over real HTTP against the simulator, a real SQLite file
-and the file channel (issue 4): fire once, no repeat within repeat_after, repeat after,
+and the file channel: fire once, no repeat within repeat_after, repeat after,
 resolve, missing run and late arrival, silence, storm grouping, crashes between steps."""
 
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import Clock
 
+from flowbot.aep.client import Clocks, RetryPolicy
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
 from flowbot.settings import Secret, Settings
@@ -43,17 +45,6 @@ rules:
     grace: 15m
     flows: {name: "web-*"}
 """
-
-
-class Clock:
-    def __init__(self, at):
-        self.at = at
-
-    def __call__(self):
-        return self.at
-
-    def advance(self, **kw):
-        self.at += timedelta(**kw)
 
 
 class World:
@@ -203,7 +194,7 @@ def test_a_storm_becomes_one_grouped_message(world):
 def test_an_unreachable_api_keeps_the_watermark_and_exits_not_ok(world):
     world.sim.put_run(failed("crm-daily", NOW - timedelta(minutes=30)))
     world.sim.fail_next(2, status=503)
-    options = {"sleep": lambda s: None, "max_attempts": 2}
+    options = {"clocks": Clocks(sleep=lambda s: None), "retry": RetryPolicy(max_attempts=2)}
     deps = build_deps(
         world.settings, world.ruleset, clock=world.clock, store=world.store, client_options=options
     )

@@ -1,4 +1,4 @@
-"""`flowbot run` (issue 6): a real subprocess against the simulator over HTTP, a real
+"""`flowbot run`: a real subprocess against the simulator over HTTP, a real
 SQLite file and file channels: cycles, stop, reload (signal and mtime, good and bad),
 a removed rule, the meta-alert and its recovery, the lock, a missing rules file. And,
 in process: the scheduler options (a clock jump gives one catch-up cycle), a crashing
@@ -18,10 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from conftest import Clock
 from daemon_harness import Running, free_port, sim_env, wait_until
 
 from flowbot import daemon
-from flowbot.daemon import AlreadyRunning, Daemon, acquire_lock, job_options, summary_line
+from flowbot.daemon import AlreadyRunning, Daemon, acquire_lock, job_options
 from flowbot.errors import ConfigError
 from flowbot.outbox import Delivery
 from flowbot.pipeline import CycleReport, build_deps
@@ -31,6 +32,7 @@ from flowbot.sim.payloads import make_flow, make_run
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.server import Simulator
 from flowbot.store import Store
+from flowbot.summary import delivery_line, summary_line
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -166,7 +168,9 @@ def test_an_edit_on_disk_reloads_and_a_removed_rule_resolves_quietly(tmp_path, s
 
         wait_until(lambda: ("run-broke", "firing") in states(), what="the renamed rule")
         assert ("run-failed", "resolved") in states()
-        events = fired(bot)
+        # the alert is committed before the outbox drains: wait for its message
+        renamed = ("firing", "run-broke", "crm-daily")
+        events = wait_until(lambda: renamed in fired(bot) and fired(bot), what="its message")
         assert ("resolved", "run-failed", "crm-daily") not in events
         assert events.count(("firing", "run-broke", "crm-daily")) == 1
         assert bot.stop() == 0
@@ -250,12 +254,12 @@ def test_summary_line_names_every_figure():
     )
 
 
-class Clock:
-    def __init__(self, at):
-        self.at = at
-
-    def __call__(self):
-        return self.at
+def test_summary_line_without_a_delivery_stops_at_the_queue_and_a_failure_says_why():
+    report = CycleReport("prod", ok=False, error="Flow Service GET /flows: 503", queued=1)
+    line = summary_line(report)
+    assert line.startswith("cycle prod: FAILED (Flow Service GET /flows: 503); runs 0 read")
+    assert "messages 1 queued; 0 API requests" in line and "sent" not in line
+    assert delivery_line(Delivery(sent=3, failed=1)) == "messages: 3 sent, 1 failed, 0 pending"
 
 
 class Heartbeats(ThreadingHTTPServer):

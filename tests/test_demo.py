@@ -1,6 +1,6 @@
-"""`flowbot demo`: the simulator, the example rules, two cycles, every message shown
-(issue 6, item 6). Runs the real command: simulator over loopback HTTP, a real SQLite
-file, the real renderer; only the channels are previews."""
+"""`flowbot demo`: the simulator, the example rules, two cycles, every message shown.
+Runs the real command: simulator over loopback HTTP, a real SQLite file, the real
+renderer; only the channels are previews."""
 
 import logging
 import os
@@ -63,8 +63,11 @@ def test_the_failed_flow_shows_its_error_codes_and_manifest_links(output):
     assert crm, "no message about crm-daily-import"
     body = crm[0]
     assert "CONNECTOR-2001-500" in body and "INGEST-1401-400" in body
-    assert "failedRecords[" in body
+    assert "failedRecords (API)[" in body
     assert re.search(r"\] https://platform\.adobe\.io/data/foundation/export/batches/\S+", body)
+    assert re.search(
+        r"\] https://experience\.adobe\.com/#/\S+/activity/\S+", body
+    )  # the run in AEP
 
 
 def test_the_lossy_success_the_late_flow_and_the_stuck_run_each_have_a_message(output):

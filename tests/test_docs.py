@@ -1,5 +1,5 @@
 """The README documents what exists: every command, every environment variable, every
-key and rule type of rules.yaml (issue 6, item 8). A new command, variable or key
+key and rule type of rules.yaml. A new command, variable or key
 without documentation fails here, with its name."""
 
 import re

@@ -1,4 +1,4 @@
-"""The fault suite (issue 7): outages of every outside system, driven cycle by cycle
+"""The fault suite: outages of every outside system, driven cycle by cycle
 with an injected clock through `pipeline.run_once`, against the simulator, the local
 Slack look-alike and a real SMTP server on loopback. Nothing may be lost, a channel's
 late messages arrive in order once it is back, monitoring says when it is degraded and
@@ -7,12 +7,14 @@ when it recovered, and the outbox stays bounded."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from conftest import Clock
 from servers import slack_server
 
+from flowbot.aep.client import Clocks, Limits, RetryPolicy
 from flowbot.notifiers import build_notifiers
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
@@ -56,7 +58,7 @@ def good(name, at):
 class Bed:
     """Simulator + Slack + SMTP + a SQLite file + a clock; `cycle()` runs one cycle."""
 
-    def __init__(self, tmp_path, sim, slack, smtp, clock, **client_options):
+    def __init__(self, tmp_path, sim, slack, smtp, clock):
         (tmp_path / "rules.yaml").write_text(RULES)
         self.sim, self.slack, self.smtp, self.clock = sim, slack, smtp, clock
         self.settings = Settings(
@@ -69,7 +71,11 @@ class Bed:
         self.ruleset = load_rules(tmp_path / "rules.yaml")
         self.store = Store(self.settings.db)
         self.store.migrate()
-        options = {"sleep": lambda s: None, "max_attempts": 2, "timeout": 2.0, **client_options}
+        options = {
+            "clocks": Clocks(sleep=lambda s: None),
+            "retry": RetryPolicy(max_attempts=2),
+            "limits": Limits(timeout=2.0),
+        }
         self.deps = build_deps(
             self.settings, self.ruleset, clock=clock, store=self.store, client_options=options
         )
@@ -167,10 +173,10 @@ def test_the_api_down_for_thirty_minutes_sends_the_meta_alert_then_its_recovery(
     bed.sim.fail_next(15 * 2, status=500)  # two attempts per cycle
     bed.sim.put_run(failed("crm-03", bed.clock() + timedelta(minutes=3)))  # during the outage
     client = bed.deps.client_for("prod")
-    client.timeout = 0.1
+    client.limits = replace(client.limits, timeout=0.1)
     for minute in range(30):
         if minute == 15:
-            client.max_attempts = 1
+            client.retry = replace(client.retry, max_attempts=1)
             bed.sim.slow_next(15, seconds=0.3)
         report, delivery = bed.cycle()
         assert not report.ok, minute
@@ -220,7 +226,10 @@ def test_a_token_that_expires_mid_cycle_is_renewed_and_the_cycle_completes(tmp_p
 
 
 def test_a_page_slower_than_the_timeout_is_retried_and_nothing_is_lost(bed):
-    bed.deps.client_for("prod").timeout = 0.3  # models the 25 s page against a 30 s timeout
+    client = bed.deps.client_for("prod")
+    client.limits = replace(
+        client.limits, timeout=0.3
+    )  # models the 25 s page against a 30 s timeout
     bed.sim.put_run(failed("crm-01", bed.clock() - timedelta(minutes=1)))
     bed.sim.slow_next(1, seconds=1.0)
     report, delivery = bed.cycle()

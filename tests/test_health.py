@@ -1,4 +1,4 @@
-"""Health and metrics (issue 6): readiness decided purely, the Prometheus text format
+"""Health and metrics: readiness decided purely, the Prometheus text format
 parsed back, the HTTP server on loopback, and a live `flowbot run` answering them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile input (issue 7): property tests that feed random and mutated Flow Service
+"""Hostile input: property tests that feed random and mutated Flow Service
 payloads (Adobe's samples in flowbot/samples/) through parsing and evaluation, and
 random or mangled rules.yaml documents through the loader. Parsing may only refuse with
 ValueError, evaluation must judge whatever parsed without tripping its crash guard, and

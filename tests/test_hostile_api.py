@@ -11,10 +11,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import Ticks
 from hostile_servers import HostileServer
 
 from flowbot.aep.auth import TokenProvider
-from flowbot.aep.client import FlowClient
+from flowbot.aep.client import Clocks, FlowClient, Limits, RetryPolicy
 from flowbot.errors import FlowAPIError
 from flowbot.retry_after import parse_retry_after
 from flowbot.sim.payloads import make_flow, make_run
@@ -22,21 +23,6 @@ from flowbot.sim.payloads import make_flow, make_run
 TOKEN = "tok-hostile-1234"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 RUN = make_run("flow-1", run_id="run-1", status="failed", started_at=NOW, completed_at=NOW)
-
-
-class Ticks:
-    """A fake monotonic clock and sleep: waits are recorded, never slept."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
@@ -52,12 +38,15 @@ def foreign():
         yield server
 
 
-def client_for(url: str, ticks: Ticks | None = None, **kw) -> FlowClient:
+def client_for(
+    url: str, ticks: Ticks | None = None, max_attempts: int = 1, other_origins=(), **limits
+) -> FlowClient:
+    """A client of `url` with a static token; `limits` are Limits fields."""
     ticks = ticks or Ticks()
-    kw.setdefault("max_attempts", 1)
     return FlowClient(
         url, TokenProvider(static_token=TOKEN), "cid", "ORG@AdobeOrg", "prod",
-        sleep=ticks.sleep, clock=ticks.clock, **kw,
+        limits=Limits(**limits), retry=RetryPolicy(max_attempts=max_attempts),
+        clocks=Clocks(sleep=ticks.sleep, monotonic=ticks), other_origins=other_origins,
     )  # fmt: skip
 
 
@@ -232,7 +221,7 @@ def test_an_unusable_retry_after_falls_back_to_the_normal_backoff(api, value):
     ticks = Ticks()
     with client_for(api.url, ticks, max_attempts=3) as client:
         assert len(client.list_runs()) == 1
-    assert len(ticks.waits) == 1 and 0.25 <= ticks.waits[0] <= 0.5
+    assert len(ticks.slept) == 1 and 0.25 <= ticks.slept[0] <= 0.5
 
 
 def test_retry_after_is_parsed_strictly_and_clamped():

@@ -1,4 +1,4 @@
-"""Channels that misbehave (issue 10): Slack, webhooks and SMTP servers on loopback that
+"""Channels that misbehave: Slack, webhooks and SMTP servers on loopback that
 trickle, stall, answer garbage or refuse. Every answer becomes a NotifyError within the
 exchange's deadline, and one channel's trouble never holds back the others."""
 
@@ -11,6 +11,7 @@ import pytest
 from hostile_channels import answer, hostile_http, hostile_smtp, huge, raw, silence, trickle
 from servers import slack_server
 
+from flowbot.aep.client import Clocks, Limits, RetryPolicy
 from flowbot.errors import NotifyError
 from flowbot.models import Message
 from flowbot.notifiers.email import EmailNotifier
@@ -231,7 +232,11 @@ class Cycle:
         self.ruleset = load_rules(tmp_path / "rules.yaml")
         self.store = Store(self.settings.db)
         self.store.migrate()
-        options = {"sleep": no_sleep, "max_attempts": 1, "timeout": 2.0}
+        options = {
+            "clocks": Clocks(sleep=no_sleep),
+            "retry": RetryPolicy(max_attempts=1),
+            "limits": Limits(timeout=2.0),
+        }
         self.deps = build_deps(
             self.settings, self.ruleset, clock=clock, store=self.store, client_options=options
         )

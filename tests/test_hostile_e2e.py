@@ -11,6 +11,7 @@ import sys
 
 from hostile_servers import HostileServer
 
+from flowbot.aep.client import Limits, RetryPolicy
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
 from flowbot.settings import Secret, Settings
@@ -52,7 +53,7 @@ def test_endless_pages_fail_each_cycle_and_the_meta_alert_follows(tmp_path, cloc
         store = Store(settings.db)
         store.migrate()
         try:
-            options = {"max_pages": 40, "max_attempts": 1}
+            options = {"limits": Limits(max_pages=40), "retry": RetryPolicy(max_attempts=1)}
             deps = build_deps(settings, ruleset, clock=clock, store=store, client_options=options)
             [first], _ = run_once(deps)
             assert not first.ok and "more than 40 pages" in (first.error or "")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import Clock
 from servers import slack_server
 
 from flowbot.notifiers import build_notifiers
@@ -39,17 +40,6 @@ rules:
   - {name: bad-records, type: failed_records, above: 5%, min_input: 100}
   - {name: mapping-errors, type: error_code, codes: ["MAPPER-*"], channels: [ops]}
 """
-
-
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, **kw: float) -> None:
-        self.at += timedelta(**kw)
 
 
 class World:

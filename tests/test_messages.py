@@ -10,7 +10,15 @@ import pytest
 
 from flowbot.notifiers.sample import sample_for_rule, sample_notices
 from flowbot.render import render
-from flowbot.rules import Rule
+from flowbot.rule_types import (
+    DurationRule,
+    ErrorCodeRule,
+    FailedRecordsRule,
+    FailedRunsRule,
+    MissingRunRule,
+    StatusRule,
+    ZeroRecordsRule,
+)
 
 KINDS = ("slack", "email", "terminal")
 
@@ -38,13 +46,13 @@ def test_a_test_notice_is_marked_test_in_subject_and_header_of_every_kind(event)
 
 
 RULES = {
-    "status": Rule("r", "status", status=("failed",)),
-    "failed_records": Rule("r", "failed_records", above=0.2),
-    "error_code": Rule("r", "error_code", codes=("MAPPER-*",)),
-    "duration": Rule("r", "duration", above=timedelta(hours=2)),
-    "missing_run": Rule("r", "missing_run", every=timedelta(hours=6)),
-    "failed_runs": Rule("r", "failed_runs", window=5, above=0.5),
-    "zero_records": Rule("r", "zero_records"),
+    "status": StatusRule(name="r", status=("failed",)),
+    "failed_records": FailedRecordsRule(name="r", above=0.2),
+    "error_code": ErrorCodeRule(name="r", codes=("MAPPER-*",)),
+    "duration": DurationRule(name="r", above=timedelta(hours=2)),
+    "missing_run": MissingRunRule(name="r", every=timedelta(hours=6)),
+    "failed_runs": FailedRunsRule(name="r", window=5, above=0.5),
+    "zero_records": ZeroRecordsRule(name="r"),
 }
 
 

@@ -63,7 +63,7 @@ def test_build_notifiers_makes_one_notifier_per_channel_by_kind(tmp_path):
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(ValueError, match="unknown kind"):
+    with pytest.raises(ValueError, match="channel 'x': unknown channel kind 'pager'"):
         build_notifiers({"x": Channel("x", "pager", "")}, Settings())
 
 

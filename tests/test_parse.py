@@ -1,4 +1,4 @@
-"""flowbot.aep.parse: every sample payload, and the lenient corners (issue 2)."""
+"""flowbot.aep.parse: every sample payload, and the lenient corners."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ def test_aep_link_includes_the_org_when_the_flow_payload_has_it():
     body = render([replace(notice, flow=flow)], "firing", "file")
     assert body["flow"]["url"] == (
         "https://experience.adobe.com/#/@ABC123@AdobeOrg/sname:prod/platform/source/"
-        "dataflows/c9cef9cb-c934-4467-8ef9-cbc934546741"
+        "dataflows/c9cef9cb-c934-4467-8ef9-cbc934546741/activity"
     )
 
 

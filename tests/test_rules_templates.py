@@ -1,4 +1,4 @@
-"""`flowbot rules check` rejects a broken template with its file and line (issue 5, bad input)."""
+"""`flowbot rules check` rejects a broken template with its file and line."""
 
 from click.testing import CliRunner
 

@@ -1,4 +1,4 @@
-"""Secrets never leak (issue 7): across end-to-end `flowbot` processes with failures
+"""Secrets never leak: across end-to-end `flowbot` processes with failures
 (Flow Service 500s and a rejected token, Slack refusing a message, an SMTP server that
 refuses to log in), no configured secret value (client secret, access token, Slack bot
 token, SMTP password) appears in stdout or stderr (text and JSON logs), in any message

@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
+import http.client
+import threading
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
+from conftest import Ticks
 from servers import slack_server
 
 from flowbot.errors import NotifyError
 from flowbot.models import Message, RunError
+from flowbot.notifiers.exchange import proxy_for
 from flowbot.notifiers.sample import sample_notices
 from flowbot.notifiers.slack import SlackNotifier, WebhookNotifier
 from flowbot.render import render
 from flowbot.settings import Secret, Settings
 
 TOKEN = "xoxb-123456-SECRET-token"
-
-
-class FakeClock:
-    """A clock that moves only when slept on."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
@@ -39,7 +30,7 @@ def slack():
 
 
 def notifier(slack, clock=None, token=TOKEN, channel="#data-ops"):
-    clock = clock or FakeClock()
+    clock = clock or Ticks(1000.0)
     settings = Settings(slack_bot_token=Secret(token), slack_api_url=slack.url)
     return SlackNotifier("data-ops", channel, settings, clock=clock, sleep=clock.sleep)
 
@@ -112,7 +103,7 @@ def test_untrusted_text_arrives_escaped(slack):
 
 
 def test_messages_on_one_channel_are_paced_about_a_second_apart(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     send = notifier(slack, clock)
     send.send(message(), None)
     clock.now += 0.25
@@ -122,7 +113,7 @@ def test_messages_on_one_channel_are_paced_about_a_second_apart(slack):
 
 
 def test_429_is_transient_with_retry_after_and_never_sleeps_it_out(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     slack.fail("chat.postMessage", status=429, retry_after=30)
     with pytest.raises(NotifyError) as caught:
         notifier(slack, clock).send(message(), None)
@@ -161,7 +152,7 @@ def test_refusals_are_permanent_with_a_clear_message_without_the_token(slack, er
 def test_connection_refused_is_transient():
     with slack_server() as gone:
         url = gone.url
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     settings = Settings(slack_bot_token=Secret(TOKEN), slack_api_url=url)
     send = SlackNotifier("data-ops", "#x", settings, clock=clock, sleep=clock.sleep)
     with pytest.raises(NotifyError) as caught:
@@ -178,7 +169,7 @@ def test_missing_bot_token_is_permanent(slack):
 
 
 def test_webhook_posts_blocks_and_has_no_threads(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     assert hook.send(message(kind="webhook"), None) is None
     assert hook.send(message("resolved", kind="webhook"), {"ts": "1"}) is None
@@ -190,7 +181,7 @@ def test_webhook_posts_blocks_and_has_no_threads(slack):
 
 @pytest.mark.parametrize(("status", "permanent"), [(404, True), (500, False)])
 def test_webhook_errors_are_classified_and_hide_the_url(slack, status, permanent):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     slack.fail("webhook", status=status, error="no_service")
     with pytest.raises(NotifyError) as caught:
@@ -200,9 +191,71 @@ def test_webhook_errors_are_classified_and_hide_the_url(slack, status, permanent
 
 
 def test_webhook_429_is_transient_with_retry_after(slack):
-    clock = FakeClock()
+    clock = Ticks(1000.0)
     hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
     slack.fail("webhook", status=429, retry_after=12)
     with pytest.raises(NotifyError) as caught:
         hook.send(message(kind="webhook"), None)
     assert not caught.value.permanent and caught.value.retry_after == 12
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """A plain-HTTP forward proxy on loopback: records the absolute URL it was asked
+    for and forwards the request to it."""
+
+    disable_nagle_algorithm = True
+    seen: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        _Proxy.seen.append(self.path)
+        target = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=5)
+        conn.request("POST", target.path, body=body, headers=dict(self.headers))
+        answer = conn.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.getheader("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        conn.close()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_slack_and_webhooks_go_through_the_environments_proxy(slack, monkeypatch):
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    _Proxy.seen.clear()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        clock = Ticks(1000.0)
+        hook = WebhookNotifier("hook", slack.webhook_url(), clock=clock, sleep=clock.sleep)
+        assert hook.send(message(kind="webhook"), None) is None
+        assert _Proxy.seen == [slack.webhook_url()]
+        assert len(slack.calls_to("webhook")) == 1
+        # NO_PROXY names the host: straight to it
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        hook.send(message(kind="webhook"), None)
+        assert len(_Proxy.seen) == 1 and len(slack.calls_to("webhook")) == 2
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_only_http_proxies_are_used_and_no_proxy_is_honoured(monkeypatch):
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_for("https://slack.com/api/chat.postMessage") is None
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")
+    found = proxy_for("https://slack.com/api/chat.postMessage")
+    assert found is not None and (found.hostname, found.port) == ("proxy.corp", 3128)
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.corp:1080")
+    assert proxy_for("https://slack.com/api/chat.postMessage") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", ".slack.com")
+    assert proxy_for("https://hooks.slack.com/services/x") is None

@@ -223,10 +223,10 @@ def test_slack_links_only_trusted_urls_and_shows_the_rest_as_text():
     assert "`javascript:alert(document.cookie)` (not an Adobe address, not linked)" in text
     assert "`https://evil.example/steal`" in text
     assert (
-        "<https://platform.adobe.io/data/foundation/export/batches/B/meta?path=row_errors|ok>"
+        "<https://platform.adobe.io/data/foundation/export/batches/B/meta?path=row_errors|ok (API)>"
         in (text)
     )
-    assert "<http://127.0.0.1:8089/export/batches/B/meta?path=row_errors|local>" in text
+    assert "<http://127.0.0.1:8089/export/batches/B/meta?path=row_errors|local (API)>" in text
     plain = render([hostile(links=LINKS)], "firing", "slack")
     assert "<http://127.0.0.1" not in json.dumps(plain)  # not configured: text
 

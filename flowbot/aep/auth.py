@@ -5,24 +5,35 @@ a new one a little before the old one expires, and once more when the Flow Servi
 401 (`invalidate()`). Errors name the IMS URL (without user:password@ or query), never
 the client secret or a token, in any encoding. The form goes to the IMS URL only
 (redirects are not followed), and one exchange is bounded in time and size.
+
+`PlatformAuth` is the Flow Service client's auth layer: the four Platform headers, given
+only for URLs on the allowed origins, and the one token refresh a 401 earns.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from flowbot.aep.exchange import ExchangeError, decode_json, exchange, new_session, safe_url
+from flowbot.aep.exchange import (
+    ExchangeError,
+    decode_json,
+    exchange,
+    new_session,
+    origin,
+    safe_url,
+)
 from flowbot.errors import ConfigError, FlowAPIError
 from flowbot.settings import Secret, Settings, redact
 
 if TYPE_CHECKING:
-    from flowbot.aep.client import FlowClient
+    from flowbot.aep.client import FlowClient, Limits
+    from flowbot.aep.retry import Clocks, RetryPolicy
 
 log = logging.getLogger("flowbot.aep")
 
@@ -154,6 +165,53 @@ class TokenProvider:
         log.info("fetched an IMS access token (valid %s)", lifetime)
 
 
+class CredentialsRefusedError(ValueError):
+    """A URL that the Platform credentials must not be sent to."""
+
+
+class PlatformAuth:
+    """Signs Flow Service requests: `Authorization: Bearer`, `x-api-key`,
+    `x-gw-ims-org-id` and `x-sandbox-name`, for URLs on `origins` only (compared as
+    scheme, host and port). `renews_after()` decides the one token refresh a 401 earns."""
+
+    def __init__(
+        self, tokens: TokenProvider, api_key: str, org_id: str, origins: Iterable[str]
+    ) -> None:
+        self.tokens = tokens
+        self.api_key = api_key
+        self.org_id = org_id
+        self.origins = frozenset(o for o in map(origin, origins) if o)
+
+    def allows(self, url: str) -> bool:
+        """Whether credentials may go to `url`."""
+        return origin(url) in self.origins
+
+    def headers(self, url: str, sandbox: str) -> dict[str, str]:
+        """The headers of a request to `url` in `sandbox`. Raises CredentialsRefusedError
+        when `url` is not on an allowed origin, and FlowAPIError when IMS gives no token."""
+        if not self.allows(url):
+            raise CredentialsRefusedError("points to another origin than the API's")
+        return {
+            "Authorization": f"Bearer {self.tokens.token()}",
+            "x-api-key": self.api_key,
+            "x-gw-ims-org-id": self.org_id,
+            "x-sandbox-name": sandbox,
+            "Accept": "application/json",
+        }
+
+    def renews_after(self, status: int, *, renewed: bool) -> bool:
+        """After an answer with `status`: whether to drop the token and send the request
+        again with a new one. Only a 401, only once per request (`renewed` says whether
+        this request had its refresh already), only for tokens IMS can renew."""
+        if status != 401 or renewed or not self.tokens.can_refresh:
+            return False
+        self.tokens.invalidate()
+        return True
+
+    def secrets(self) -> list[str]:
+        return self.tokens.secrets()
+
+
 def _reveal(value: str | Secret | None) -> str:
     if isinstance(value, Secret):
         return value.get()
@@ -205,26 +263,37 @@ def tokens_from_settings(settings: Settings, **kw: Any) -> TokenProvider:
     )
 
 
-def client_from_settings(settings: Settings, sandbox: str, **kw: Any) -> FlowClient:
-    """A FlowClient for `sandbox`, configured from the environment. Keyword arguments go
-    to FlowClient (timeout, max_attempts, deadline, sleep, clock, ...); `now` goes to the
+def client_from_settings(
+    settings: Settings,
+    sandbox: str,
+    *,
+    limits: Limits | None = None,
+    retry: RetryPolicy | None = None,
+    clocks: Clocks | None = None,
+    session: requests.Session | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> FlowClient:
+    """A FlowClient for `sandbox`, configured from the environment: credentials go to
+    the API and the Data Access (export) origins. `limits`, `retry` and `clocks` go to
+    the FlowClient (the IMS exchange shares `limits.timeout`); `now` goes to the
     TokenProvider. Raises ConfigError when credentials are missing."""
-    from flowbot.aep.client import FlowClient
+    from flowbot.aep.client import FlowClient, Limits
 
-    given = kw.pop("session", None)
+    limits = limits or Limits()
+    given = session
     session = given or new_session()
-    token_kw = {"now": kw.pop("now")} if "now" in kw else {}
-    tokens = tokens_from_settings(
-        settings, session=session, timeout=kw.get("timeout", IMS_TIMEOUT), **token_kw
-    )
-    kw.setdefault("other_origins", (settings.export_url,))
+    token_kw = {"now": now} if now is not None else {}
+    tokens = tokens_from_settings(settings, session=session, timeout=limits.timeout, **token_kw)
     return FlowClient(
         settings.api_url,
         tokens,
         settings.client_id,
         settings.org_id,
         sandbox,
+        limits=limits,
+        retry=retry,
+        clocks=clocks,
         session=session,
         owns_session=given is None,
-        **kw,
+        other_origins=(settings.export_url,),
     )

@@ -202,7 +202,8 @@ def adobe_error(answer: Answer) -> str:
     kind = body.get("type")
     if not code and isinstance(kind, str) and "/errors/" in kind:
         code = kind.rsplit("/", 1)[-1]
-    report = body.get("report") if isinstance(body.get("report"), dict) else {}
+    found = body.get("report")
+    report: dict[str, Any] = found if isinstance(found, dict) else {}
     message = (
         body.get("errorMessage")
         or body.get("message")
@@ -273,14 +274,15 @@ class _Watch:
                 pass
 
 
-class _Watched:
-    """Mixin: tell the exchange running in this thread which connection it uses."""
+class _Watched(HTTPConnection):
+    """Tells the exchange running in this thread which connection it uses (comes
+    before HTTPSConnection too, which is an HTTPConnection)."""
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch: _Watch | None = getattr(_local, "watch", None)
         if watch is not None:
-            watch.connection = self  # type: ignore[assignment]
-        super().request(*args, **kwargs)  # type: ignore[misc]
+            watch.connection = self
+        super().request(*args, **kwargs)
         if watch is not None and watch.fired:  # fired while connecting: cut now
             watch.shut()
 

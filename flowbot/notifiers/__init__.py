@@ -7,21 +7,23 @@ the caller stores and hands back as `thread` for the alert's later messages, and
 raises NotifyError: `permanent` errors are not retried, others may be (after
 `retry_after` seconds when the channel said so).
 
-Adding a kind: write `notifiers/<kind>.py` with a class that has `send`, add it to
-`build_notifier` below, add its templates and its case to the notifier tests.
+Adding a kind: write `notifiers/<kind>.py` with a class that has `send` and a
+`build(channel, deps)` function, and add the kind to `flowbot/channels.py` (CONTRIBUTING.md
+lists the other places, and tests/test_channels.py checks them).
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
 
+from flowbot.channels import channel_kind
 from flowbot.models import Message
 from flowbot.settings import Settings
-
-KINDS = ("slack", "webhook", "email", "file", "terminal")
 
 
 class Notifier(Protocol):
@@ -48,6 +50,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class NotifierDeps:
+    """What a kind's `build` may use: `clock`/`sleep` pace Slack (about one message a
+    second per channel), `now` stamps file records and email dates, `stdout` is where
+    terminal channels print (None: sys.stdout at send time)."""
+
+    settings: Settings
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], datetime] = utc_now
+    stdout: IO[str] | None = None
+
+
 def build_notifier(
     channel: ChannelLike,
     settings: Settings,
@@ -57,32 +72,19 @@ def build_notifier(
     now: Callable[[], datetime] = utc_now,
     stdout: IO[str] | None = None,
 ) -> Notifier:
-    """The notifier of one channel. Never fails for missing credentials: such a
-    notifier raises a permanent NotifyError when it is used, so other channels work."""
-    kind = channel.kind
-    if kind in ("slack", "webhook"):
-        from flowbot.notifiers.slack import SlackNotifier, WebhookNotifier
-
-        if kind == "slack":
-            return SlackNotifier(
-                channel.name, str(channel.target), settings, clock=clock, sleep=sleep
-            )
-        return WebhookNotifier(channel.name, str(channel.target), clock=clock, sleep=sleep)
-    if kind == "email":
-        from flowbot.notifiers.email import EmailNotifier
-
-        target = channel.target
-        recipients = (target,) if isinstance(target, str) else tuple(target)
-        return EmailNotifier(channel.name, recipients, settings, now=now)
-    if kind == "file":
-        from flowbot.notifiers.file import FileNotifier
-
-        return FileNotifier(channel.name, str(channel.target), now=now)
-    if kind == "terminal":
-        from flowbot.notifiers.terminal import TerminalNotifier
-
-        return TerminalNotifier(channel.name, stdout)
-    raise ValueError(f"channel {channel.name!r}: unknown kind {kind!r}")
+    """The notifier of one channel, from its kind's builder (flowbot.channels). Never
+    fails for missing credentials: such a notifier raises a permanent NotifyError when
+    it is used, so other channels work. ValueError for a kind that does not exist."""
+    try:
+        kind = channel_kind(channel.kind)
+    except ValueError as exc:
+        raise ValueError(f"channel {channel.name!r}: {exc}") from None
+    module, function = kind.builder.split(":")
+    build: Callable[[ChannelLike, NotifierDeps], Notifier] = getattr(
+        importlib.import_module(module), function
+    )
+    deps = NotifierDeps(settings, clock=clock, sleep=sleep, now=now, stdout=stdout)
+    return build(channel, deps)
 
 
 def build_notifiers(

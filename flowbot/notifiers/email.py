@@ -20,11 +20,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING
 
 from flowbot.errors import NotifyError
 from flowbot.models import Message
 from flowbot.notifiers.exchange import Deadline, DeadlineExceeded, bounded
 from flowbot.settings import Settings, redact
+
+if TYPE_CHECKING:
+    from flowbot.notifiers import ChannelLike, NotifierDeps
 
 DEADLINE = 60.0  # seconds: the whole dialogue, connect to QUIT
 LOGIN_REFUSED = frozenset({530, 534, 535, 538})
@@ -37,8 +41,9 @@ class _BoundedSMTP(smtplib.SMTP):
         self.deadline = deadline
         super().__init__(timeout=deadline.socket_timeout)
 
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # type: ignore[override]
-        return self.deadline.register(super()._get_socket(host, port, timeout))
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib.SMTP._get_socket exists, but typeshed does not declare it.
+        return self.deadline.register(super()._get_socket(host, port, timeout))  # type: ignore[misc]
 
 
 def refusal_hint(code: int) -> str:
@@ -175,3 +180,10 @@ class EmailNotifier:
 def _text(raw: bytes | str) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return " ".join(text.split())[:200]
+
+
+def from_channel(channel: ChannelLike, deps: NotifierDeps) -> EmailNotifier:
+    """The notifier of an `email:` channel (flowbot.channels): one address or several."""
+    target = channel.target
+    recipients = (target,) if isinstance(target, str) else tuple(target)
+    return EmailNotifier(channel.name, recipients, deps.settings, now=deps.now)

@@ -18,7 +18,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 DEADLINE = 20.0  # seconds: connect, send and read the whole answer
 MAX_ANSWER = 1024 * 1024  # bytes of an answer read at most
@@ -120,19 +121,21 @@ def post(
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http(s) URL")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = proxy_for(url)
     with bounded(deadline) as watch:
         conn: Any
+        via = proxy or parts  # proxy_for returns only proxies that name a host
+        host, port = via.hostname or parts.hostname, via.port
         if parts.scheme == "https":
             conn = http.client.HTTPSConnection(
-                parts.hostname,
-                parts.port,
-                timeout=watch.socket_timeout,
-                context=ssl.create_default_context(),
+                host, port, timeout=watch.socket_timeout, context=ssl.create_default_context()
             )
+            if proxy:  # CONNECT through the proxy; TLS with the real host inside
+                conn.set_tunnel(parts.hostname, parts.port)
         else:
-            conn = http.client.HTTPConnection(
-                parts.hostname, parts.port, timeout=watch.socket_timeout
-            )
+            conn = http.client.HTTPConnection(host, port, timeout=watch.socket_timeout)
+            if proxy:  # a plain-HTTP proxy takes the absolute URL
+                path = url
         connect = conn._create_connection
         conn._create_connection = lambda *a, **kw: watch.register(connect(*a, **kw))
         try:
@@ -149,3 +152,16 @@ def post(
             return Answer(response.status, answer_headers, bytes(data))
         finally:
             conn.close()
+
+
+def proxy_for(url: str) -> SplitResult | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY / HTTP_PROXY, honouring
+    NO_PROXY, as requests and curl do), or None. Only http:// proxies are used."""
+    parts = urlsplit(url)
+    if proxy_bypass(parts.hostname or ""):
+        return None
+    proxy = getproxies().get(parts.scheme)
+    if not proxy:
+        return None
+    found = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return found if found.scheme == "http" and found.hostname else None

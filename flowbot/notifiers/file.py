@@ -7,9 +7,13 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowbot.errors import NotifyError
 from flowbot.models import Message
+
+if TYPE_CHECKING:
+    from flowbot.notifiers import ChannelLike, NotifierDeps
 
 
 class FileNotifier:
@@ -45,3 +49,8 @@ class FileNotifier:
                 f"channel {self.name}: cannot write {self.path}: {exc.strerror}"
             ) from None
         return None
+
+
+def from_channel(channel: ChannelLike, deps: NotifierDeps) -> FileNotifier:
+    """The notifier of a `file:` channel (flowbot.channels); the path is absolute."""
+    return FileNotifier(channel.name, str(channel.target), now=deps.now)

@@ -15,12 +15,20 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import assert_never
 
 from flowbot.models import FINISHED_STATES, Finding, Flow, Notice, Run, RunError, Schedule
-
-if TYPE_CHECKING:
-    from flowbot.rules import Rule
+from flowbot.rule_types import (
+    DurationRule,
+    ErrorCodeRule,
+    FailedRecordsRule,
+    FailedRunsRule,
+    MissingRunRule,
+    Rule,
+    RunLevelRule,
+    StatusRule,
+    ZeroRecordsRule,
+)
 
 EXPORT = "https://platform.adobe.io/data/foundation/export/batches/01EF01X41KJD82Y9ZX6ET54PCZ"
 FLOW_ID = "c9cef9cb-c934-4467-8ef9-cbc934546741"
@@ -113,6 +121,7 @@ def sample_for_rule(rule: Rule, event: str = "firing", *, timezone: str = "UTC")
             rule_type=rule.type,
             severity=rule.severity,
             owner=rule.owner,
+            runbook=rule.runbook,
             first_seen_at=now,
             finding=replace(finding, flow=n.flow),
         )
@@ -127,51 +136,55 @@ def sample_finding(rule: Rule, timezone: str = "UTC") -> tuple[Finding, datetime
     code; duration: sample 01 still running past the limit; zero_records: sample 01
     with no records; missing_run: no run since sample 01, overdue; failed_runs: the flow's
     recent runs, enough of them failed)."""
-    from flowbot.evaluate import RUN_CHECKS
+    from flowbot.evaluate import check_run
 
     flow = sample_flow()
-    if rule.type == "missing_run":
-        return _missing_run(rule, flow, timezone)
-    if rule.type == "failed_runs":
-        return _failed_runs(rule, flow)
-    run, now = _run_for(rule)
-    check = RUN_CHECKS.get(rule.type)
-    found = check(rule, run, now) if check else None
-    reason, values = found or (f"sample alert for rule {rule.name}", {})
-    return Finding(rule.name, rule.type, flow, run, reason, values), now
+    match rule:
+        case MissingRunRule():
+            return _missing_run(rule, flow, timezone)
+        case FailedRunsRule():
+            return _failed_runs(rule, flow)
+        case _:
+            run, now = _run_for(rule)
+            found = check_run(rule, run, now)
+            reason, values = found or (f"sample alert for rule {rule.name}", {})
+            return Finding(rule.name, rule.type, flow, run, reason, values), now
 
 
-def _run_for(rule: Rule) -> tuple[Run, datetime]:
+def _run_for(rule: RunLevelRule) -> tuple[Run, datetime]:
     """A run that matches a run-level `rule`, and a `now` to judge it at."""
     ok = sample_run()
-    if rule.type in ("status", "error_code"):
-        run = failed_run()
-        if rule.type == "status" and rule.states and run.state not in rule.states:
-            status = rule.status[0]
-            finished = status.lower() in FINISHED_STATES
-            run = replace(run, status=status, completed_at=run.completed_at if finished else None)
-        if rule.type == "error_code" and rule.codes:
-            run = _with_code(run, rule.codes)
-        return run, (run.completed_at or run.started_at or ok.started_at) + timedelta(minutes=2)
     end = ok.completed_at or _ms(1596656113306)
-    if rule.type == "failed_records":
-        above = float(rule.above or 0)  # type: ignore[arg-type]
-        inputs = max(100, rule.min_input)
-        failed = min(inputs, int(inputs * above) + 1)
-        run = replace(
-            ok, input_records=inputs, failed_records=failed, output_records=inputs - failed
-        )
-        return run, end + timedelta(minutes=2)
-    if rule.type == "duration" and ok.started_at:
-        limit = rule.above if isinstance(rule.above, timedelta) else timedelta(hours=1)
-        run = replace(ok, status="inProgress", completed_at=None, output_records=None)
-        return run, ok.started_at + limit + timedelta(minutes=37)
-    if rule.type == "zero_records":
-        run = replace(
-            ok, input_records=0, output_records=0, failed_records=0, errors=(), activities=()
-        )
-        return run, end + timedelta(minutes=2)
-    return ok, end + timedelta(minutes=2)
+    match rule:
+        case StatusRule() | ErrorCodeRule():
+            run = failed_run()
+            if isinstance(rule, StatusRule) and rule.states and run.state not in rule.states:
+                status = rule.status[0]
+                finished = status.lower() in FINISHED_STATES
+                completed = run.completed_at if finished else None
+                run = replace(run, status=status, completed_at=completed)
+            if isinstance(rule, ErrorCodeRule) and rule.codes:
+                run = _with_code(run, rule.codes)
+            at = run.completed_at or run.started_at or ok.started_at or end
+            return run, at + timedelta(minutes=2)
+        case FailedRecordsRule():
+            inputs = max(100, rule.min_input)
+            failed = min(inputs, int(inputs * rule.above) + 1)
+            run = replace(
+                ok, input_records=inputs, failed_records=failed, output_records=inputs - failed
+            )
+            return run, end + timedelta(minutes=2)
+        case DurationRule():
+            start = ok.started_at or _ms(1596656058000)
+            run = replace(ok, status="inProgress", completed_at=None, output_records=None)
+            return run, start + rule.above + timedelta(minutes=37)
+        case ZeroRecordsRule():
+            run = replace(
+                ok, input_records=0, output_records=0, failed_records=0, errors=(), activities=()
+            )
+            return run, end + timedelta(minutes=2)
+        case _:
+            assert_never(rule)
 
 
 def _with_code(run: Run, patterns: Sequence[str]) -> Run:
@@ -187,7 +200,7 @@ def _with_code(run: Run, patterns: Sequence[str]) -> Run:
     return replace(run, errors=tuple(errors), activities=())
 
 
-def _missing_run(rule: Rule, flow: Flow, timezone: str) -> tuple[Finding, datetime]:
+def _missing_run(rule: MissingRunRule, flow: Flow, timezone: str) -> tuple[Finding, datetime]:
     """No run since sample 01 started; the next was due an hour later (or when `rule`
     says), and `now` is 47 minutes past its grace."""
     from flowbot.evaluate import due_at, judge_missing_run
@@ -205,14 +218,14 @@ def _missing_run(rule: Rule, flow: Flow, timezone: str) -> tuple[Finding, dateti
     return finding, now
 
 
-def _failed_runs(rule: Rule, flow: Flow) -> tuple[Finding, datetime]:
+def _failed_runs(rule: FailedRunsRule, flow: Flow) -> tuple[Finding, datetime]:
     """The flow's last runs, hourly, newest first: enough of them failed (sample 07)
     to cross the rule's limit, the others succeeded (sample 01)."""
     from flowbot.evaluate import judge_failed_runs
 
     bad, good = failed_run(), sample_run()
     count = rule.in_a_row or rule.window
-    above = float(rule.above or 0) if rule.in_a_row is None else 1.0  # type: ignore[arg-type]
+    above = (rule.above or 0.0) if rule.in_a_row is None else 1.0
     failing = count if rule.in_a_row else min(count, int(count * above) + 1)
     newest = bad.started_at or _ms(1693538422921)
     runs = []

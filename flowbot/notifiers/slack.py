@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowbot.errors import NotifyError
 from flowbot.models import Message
@@ -31,17 +31,15 @@ from flowbot.notifiers.exchange import DEADLINE, MAX_ANSWER, Answer, post
 from flowbot.retry_after import parse_retry_after
 from flowbot.settings import Settings
 
+if TYPE_CHECKING:
+    from flowbot.notifiers import ChannelLike, NotifierDeps
+
 log = logging.getLogger("flowbot.notify.slack")
 
 PACE = 1.0  # seconds between two calls on one channel
 MAX_RETRY_AFTER = 900.0  # seconds: a longer Retry-After is cut to this
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
-# chat.update failures that leave the first message as it was, but must not stop the
-# resolution from being posted.
-UPDATE_GIVE_UP = frozenset(
-    {"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"}
 )
 HINTS = {
     "invalid_auth": "the bot token is not valid: set SLACK_BOT_TOKEN to the bot user's OAuth token",
@@ -277,3 +275,15 @@ class WebhookNotifier:
         if status >= 500 or status < 400:
             raise NotifyError(text)
         raise NotifyError(text, permanent=True, problem=f"HTTP {status}" if hint else None)
+
+
+def slack_from_channel(channel: ChannelLike, deps: NotifierDeps) -> SlackNotifier:
+    """The notifier of a `slack:` channel (flowbot.channels)."""
+    return SlackNotifier(
+        channel.name, str(channel.target), deps.settings, clock=deps.clock, sleep=deps.sleep
+    )
+
+
+def webhook_from_channel(channel: ChannelLike, deps: NotifierDeps) -> WebhookNotifier:
+    """The notifier of a `webhook:` channel (flowbot.channels)."""
+    return WebhookNotifier(channel.name, str(channel.target), clock=deps.clock, sleep=deps.sleep)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from flowbot.models import Message
+
+if TYPE_CHECKING:
+    from flowbot.notifiers import ChannelLike, NotifierDeps
 
 
 class TerminalNotifier:
@@ -22,3 +25,8 @@ class TerminalNotifier:
         stream.write(str(message.body.get("text", "")).rstrip() + "\n\n")
         stream.flush()
         return None
+
+
+def from_channel(channel: ChannelLike, deps: NotifierDeps) -> TerminalNotifier:
+    """The notifier of a `terminal: true` channel (flowbot.channels)."""
+    return TerminalNotifier(channel.name, deps.stdout)

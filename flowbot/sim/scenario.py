@@ -116,6 +116,7 @@ def failure(code: str, input_records: int, rng: random.Random) -> dict[str, Any]
         }
     failed = max(1, int(input_records * rng.uniform(0.3, 1.0)))
     kept = input_records - failed
+    errors: list[dict[str, Any]]  # Flow Service error objects, as JSON
     if code == "CONNECTOR-2001-500":
         errors = [{"code": code, "message": PROMOTION_FAILED}]
         details = [{"code": "INGEST-1401-400", "message": CORRUPT_ROW, "recordCount": failed}]

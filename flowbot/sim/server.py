@@ -8,7 +8,10 @@
 Every API request needs a valid bearer token (else 401), `x-api-key` equal to the
 client id (else 403), `x-gw-ims-org-id` (400 when missing, 403 when another org) and an
 `x-sandbox-name` of the scenario (else 403); only that sandbox's items are visible.
-Faults (`fail_next`, `slow_next`, `malformed_next`) apply to API requests, not to IMS.
+Faults (`fail_next`, `slow_next`, `malformed_next`) apply to API requests, not to IMS;
+a failure answers as Adobe would for its status (a 401 is the gateway's `401013`, a 429
+its `429050`, others a Flow Service error body). Every request is recorded
+(`requests`), with its raw target, so tests can measure the URLs a client builds.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from flowbot.sim.data_access import DataAccessSim
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.world import ListError, World
 
@@ -40,13 +45,15 @@ MALFORMED = b'{"items": [{"id": <html>upstream timeout</html>'  # cut short, not
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request the simulator received. Header names are lower-case."""
+    """One request the simulator received. Header names are lower-case; `target` is the
+    request target as it arrived (path and query, still percent-encoded)."""
 
     method: str
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: str = ""
+    target: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     simulator: Simulator
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: a client that hangs up early (a size or time bound) is not an error."""
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -121,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(url.query, keep_blank_values=True),
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
+            target=self.path,
         )
         reply = self.server.simulator._handle(request)
         raw = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
@@ -165,6 +176,7 @@ class Simulator:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.world = World(scenario, page_size=page_size, default_page=default_page)
+        self.data_access = DataAccessSim(self._runs)  # the Data Access API under /export
         self.wall = wall
         self.port = port
         self.token_lifetime = token_lifetime
@@ -252,7 +264,17 @@ class Simulator:
             "ADOBE_CLIENT_ID": self.client_id,
             "ADOBE_CLIENT_SECRET": self.client_secret,
             "ADOBE_ORG_ID": self.org_id,
+            "FLOWBOT_EXPORT_URL": self.export_url,
         }
+
+    @property
+    def export_url(self) -> str:
+        """The Data Access API base URL (FLOWBOT_EXPORT_URL)."""
+        return self.url + "/export"
+
+    def _runs(self) -> dict[str, Any]:
+        with self.world.lock:
+            return dict(self.world.scenario.runs)
 
     @property
     def static_token(self) -> str:
@@ -278,7 +300,8 @@ class Simulator:
         self.world.put_flow(payload)
 
     def fail_next(self, n: int, status: int = 503, retry_after: float | None = None) -> None:
-        """The next `n` API requests answer `status` (with Retry-After when given)."""
+        """The next `n` API requests answer `status` (with Retry-After when given); a 401
+        is the gateway's refusal of the token, whatever token was sent."""
         with self._lock:
             self._faults.fail.extend([(status, retry_after)] * n)
 
@@ -365,6 +388,17 @@ class Simulator:
     def _route(self, request: RecordedRequest) -> Reply:
         sandbox = request.headers["x-sandbox-name"]
         parts = [part for part in request.path.split("/") if part]
+        if request.method == "GET" and parts[:1] == ["export"]:
+            status, body, headers = self.data_access.handle(
+                sandbox, parts[1:], request.query, self.export_url, self._stopping.wait
+            )
+            return Reply(status, body, headers)
+        if request.method == "POST" and len(parts) == 3 and parts[::2] == ["runs", "action"]:
+            from flowbot.sim.actions import retrigger
+
+            op = (request.query.get("op") or [""])[0]
+            now = datetime.fromtimestamp(self.wall(), UTC)
+            return Reply(*retrigger(self.world, sandbox, parts[1], op, now))
         if request.method != "GET" or not parts or parts[0] not in ("flows", "runs"):
             message = f"No route for {request.method} {request.path}."
             return Reply(404, flow_error("FLOW-1000-404", "Not found", message))
@@ -393,6 +427,8 @@ def not_found(kind: str, item_id: str) -> dict[str, Any]:
 def failure_reply(status: int, retry_after: float | None) -> Reply:
     """The answer of an injected failure."""
     headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+    if status == 401:
+        return Reply(401, gateway_error(401, "401013", "Oauth token is not valid").body, headers)
     if status == 429:
         return Reply(429, {"error_code": "429050", "message": "Too many requests"}, headers)
     message = "The service is temporarily unavailable. Try again later."

@@ -21,6 +21,12 @@ from flowbot.sim.scenario import Scenario
 
 KINDS = ("flows", "runs")
 SNAPSHOTS_KEPT = 64
+Params = dict[str, list[str]]  # a query string, parsed (World.list shadows `list` inside)
+
+
+def _first(params: Params, key: str) -> str | None:
+    """The first value of `key` in a parsed query string, or None."""
+    return next(iter(params.get(key) or ()), None)
 
 
 class ListError(Exception):
@@ -134,7 +140,7 @@ class World:
             self.snapshots.popitem(last=False)
         return snapshot, ids
 
-    def list(self, kind: str, sandbox: str, params: dict[str, list[str]]) -> dict[str, Any]:
+    def list(self, kind: str, sandbox: str, params: Params) -> dict[str, Any]:
         """Answer `GET /flows` or `GET /runs` with these query parameters.
 
         Gives `{"count": N}` for `count=true`, else `{"items": [...], "_links": {...}}`
@@ -185,9 +191,9 @@ class World:
         rest = json.dumps({k: v for k, v in body.items() if k != "items"}).encode()
         return b'{"items": [' + b", ".join(parts) + b"], " + rest[1:]
 
-    def _new_state(self, kind: str, sandbox: str, params: dict[str, list[str]]) -> dict[str, Any]:
+    def _new_state(self, kind: str, sandbox: str, params: Params) -> dict[str, Any]:
         count = (params.get("count") or ["false"])[0].lower() == "true"
-        raw_limit = (params.get("limit") or [None])[0]
+        raw_limit = _first(params, "limit")
         if count and raw_limit is not None:
             raise ListError("FLOW-1401-400", "limit and count cannot be used together.")
         limit = self.default_page
@@ -198,7 +204,7 @@ class World:
                 raise ListError("FLOW-1430-400", f"Invalid limit '{raw_limit}'.") from exc
             if limit < 1:
                 raise ListError("FLOW-1430-400", f"Invalid limit '{raw_limit}'.")
-        orderby = (params.get("orderby") or [None])[0]
+        orderby = _first(params, "orderby")
         return {
             "k": kind,
             "s": sandbox,

@@ -80,21 +80,25 @@ def _show(item_id: str) -> str:
 
 # ------------------------------------------------------------------ the store
 
+BUSY_TIMEOUT = 5.0  # seconds a write waits for another connection's lock
+
 
 class Store:
-    """flowbot's SQLite memory. Construct with a path (or ':memory:'), then `migrate()`."""
+    """flowbot's SQLite memory. Construct with a path (or ':memory:'), then `migrate()`.
+    A write waits up to `busy_timeout` seconds for another connection's write lock (a
+    cycle holds it while it reads the Flow Service), then fails as locked."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = str(path)
         try:
             if self.path == ":memory:":
                 conn = sqlite3.connect(":memory:", check_same_thread=False)
             else:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
+                conn = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False)
             conn.isolation_level = None  # explicit transactions only
             self.db = sqlite_utils.Database(conn)
-            self.db.execute("PRAGMA busy_timeout = 5000")
+            self.db.execute(f"PRAGMA busy_timeout = {max(0, int(busy_timeout * 1000))}")
             if self.path != ":memory:":
                 self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
@@ -201,7 +205,7 @@ class Store:
 
     def set_watermark(self, mark: Watermark) -> None:
         with self.guard():
-            self.db["watermarks"].upsert(
+            self.db.table("watermarks").upsert(
                 {
                     "sandbox": mark.sandbox,
                     "runs_since": to_ms(mark.runs_since),
@@ -411,14 +415,14 @@ class Store:
         """Upsert `rows` (all at once, or one by one when that fails); the ids of the
         rows SQLite refused, each told to `on_skip`."""
         try:
-            self.db[table].upsert_all(rows, pk="id")
+            self.db.table(table).upsert_all(rows, pk="id")
             return set()
         except (ValueError, OverflowError, TypeError):
             pass
         failed = set()
         for row in rows:
             try:
-                self.db[table].upsert(row, pk="id")
+                self.db.table(table).upsert(row, pk="id")
             except (ValueError, OverflowError, TypeError) as exc:
                 on_skip("store", f"{what} {_show(row['id'])}", _reason(exc))
                 failed.add(row["id"])
@@ -496,6 +500,29 @@ class Store:
             out[flow_id] = runs
         return out
 
+    def failed_runs(
+        self,
+        ids: Iterable[str],
+        parse: Callable[[dict[str, Any]], Run],
+        on_skip: OnSkip = _ignore,
+    ) -> Iterator[Run]:
+        """The finished runs among `ids` that failed or lost records (what a diagnosis
+        reads), parsed from their raw JSON 500 ids at a time, so that only a chunk of
+        them is held at once. A stored run that no longer parses is told to
+        `on_skip("parse", "run <id>", reason)` and left out."""
+        for chunk in chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self._rows(
+                f"SELECT id, raw FROM runs WHERE id IN ({marks}) AND finished = 1 "
+                "AND (lower(status) = 'failed' OR failed_records > 0)",
+                chunk,
+            )
+            for row in rows:
+                try:
+                    yield parse(json.loads(row["raw"]))
+                except BAD_ITEM as exc:
+                    on_skip("parse", f"run {row['id']}", _reason(exc))
+
     def run_count(self) -> int:
         return int(self._rows("SELECT count(*) AS n FROM runs")[0]["n"])
 
@@ -559,7 +586,9 @@ class Store:
         unknown = set(values) - self.ALERT_FIELDS
         if unknown:
             raise ValueError(f"not alert fields: {sorted(unknown)}")
-        fields = {k: (to_ms(v) if isinstance(v, datetime) else v) for k, v in values.items()}
+        fields: dict[str, Any] = {
+            k: (to_ms(v) if isinstance(v, datetime) else v) for k, v in values.items()
+        }
         if "muted" in fields:
             fields["muted"] = int(bool(fields["muted"]))
         if isinstance(fields.get("reason"), str):
@@ -582,7 +611,7 @@ class Store:
         since: datetime | None = None,
         limit: int = 200,
     ) -> list[AlertRow]:
-        sql, params = "SELECT * FROM alerts WHERE 1=1", []
+        sql, params = "SELECT * FROM alerts WHERE 1=1", list[str | int]()
         if flow:
             sql += " AND (flow_id = ? OR flow_name LIKE ?)"
             params += [flow, flow.replace("*", "%")]
@@ -641,7 +670,7 @@ class Store:
         ]
         with self.guard():
             for message, row in zip(messages, rows, strict=True):
-                message_id = self.db["outbox"].insert(row).last_pk
+                message_id = self.db.table("outbox").insert(row).last_pk
                 for alert_id in message.group:
                     self.db.execute(
                         "INSERT OR IGNORE INTO message_alerts VALUES (?, ?)", (message_id, alert_id)
@@ -706,7 +735,7 @@ class Store:
         since: datetime | None = None,
         limit: int = 200,
     ) -> list[OutboxRow]:
-        sql, params = "SELECT * FROM outbox WHERE 1=1", []
+        sql, params = "SELECT * FROM outbox WHERE 1=1", list[int]()
         if alert_ids is not None:
             if not alert_ids:
                 return []
@@ -733,7 +762,7 @@ class Store:
             channel=r["channel"],
             problem=r["problem"],
             error=r["error"],
-            since=from_ms(r["since"]),  # type: ignore[arg-type]
+            since=from_ms(r["since"]),
             announced_to=tuple(json.loads(r["announced_to"])),
         )
 
@@ -784,7 +813,7 @@ class Store:
                 r["flow"],
                 r["reason"],
                 from_ms(r["created"]),
-                from_ms(r["expires"]),  # type: ignore[arg-type]
+                from_ms(r["expires"]),
             )
             for r in rows
         ]

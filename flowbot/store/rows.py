@@ -7,13 +7,37 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
-from flowbot.models import Flow, Run, Schedule
+from flowbot.models import Event, Flow, Run, Schedule
+
+
+@overload
+def to_ms(at: datetime) -> int: ...
+
+
+@overload
+def to_ms(at: None) -> None: ...
+
+
+@overload
+def to_ms(at: datetime | None) -> int | None: ...
 
 
 def to_ms(at: datetime | None) -> int | None:
     return None if at is None else int(at.timestamp() * 1000)
+
+
+@overload
+def from_ms(value: int) -> datetime: ...
+
+
+@overload
+def from_ms(value: None) -> None: ...
+
+
+@overload
+def from_ms(value: int | None) -> datetime | None: ...
 
 
 def from_ms(value: int | None) -> datetime | None:
@@ -65,7 +89,7 @@ class OutboxRow:
     alert_id: int | None
     channel: str
     kind: str
-    event: str
+    event: Event
     body: Mapping[str, Any]
     created: datetime
     attempts: int
@@ -146,8 +170,8 @@ def alert_from_row(r: Mapping[str, Any]) -> AlertRow:
         sandbox=r["sandbox"] or "",
         flow_name=r["flow_name"] or "",
         state=r["state"],
-        first_seen=from_ms(r["first_seen"]),  # type: ignore[arg-type]
-        last_seen=from_ms(r["last_seen"]),  # type: ignore[arg-type]
+        first_seen=from_ms(r["first_seen"]),
+        last_seen=from_ms(r["last_seen"]),
         last_notified=from_ms(r["last_notified"]),
         resolved=from_ms(r["resolved"]),
         count=r["count"],
@@ -165,9 +189,9 @@ def outbox_from_row(r: Mapping[str, Any]) -> OutboxRow:
         kind=r["kind"],
         event=r["event"],
         body=json.loads(r["body"]),
-        created=from_ms(r["created"]),  # type: ignore[arg-type]
+        created=from_ms(r["created"]),
         attempts=r["attempts"],
-        next_attempt=from_ms(r["next_attempt"]),  # type: ignore[arg-type]
+        next_attempt=from_ms(r["next_attempt"]),
         state=r["state"],
         error=r["error"],
         sent=from_ms(r["sent"]),

@@ -89,7 +89,43 @@ def m003_channel_delivery_state(db: sqlite_utils.Database) -> None:
     )
 
 
-def m004_flow_due(db: sqlite_utils.Database) -> None:
+def m004_diagnoses(db: sqlite_utils.Database) -> None:
+    """Row-level errors read through the Data Access API, one row per batch, so that a
+    batch is read once: its state (pending, done, denied, failed), the files listed but
+    not read yet, the summary (no record values unless show_values was on), and the
+    alerts sent before it was read, which get it as a thread reply."""
+    db.execute(
+        """CREATE TABLE diagnoses (
+            sandbox TEXT NOT NULL, batch_id TEXT NOT NULL, run_id TEXT NOT NULL,
+            started INTEGER, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            files TEXT, summary TEXT, waiting TEXT, created INTEGER NOT NULL,
+            updated INTEGER NOT NULL, PRIMARY KEY (sandbox, batch_id))"""
+    )
+    db.execute("CREATE INDEX diagnoses_run ON diagnoses(run_id)")
+    db.execute("CREATE INDEX diagnoses_due ON diagnoses(sandbox, started) WHERE state = 'pending'")
+
+
+def m005_slack_actions(db: sqlite_utils.Database) -> None:
+    """What people did from Slack: every button press and slash command, allowed or
+    refused (who, when, on which alert, what came of it; `envelope` is Slack's
+    envelope id, so that a replayed envelope is acted on once), and the alerts
+    acknowledged (by whom, when, and the error they were acknowledged for)."""
+    db.execute(
+        """CREATE TABLE slack_actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, envelope TEXT, at INTEGER NOT NULL,
+            user TEXT NOT NULL, action TEXT NOT NULL, alert_id INTEGER,
+            outcome TEXT NOT NULL, detail TEXT)"""
+    )
+    db.execute("CREATE UNIQUE INDEX slack_actions_envelope ON slack_actions(envelope)")
+    db.execute("CREATE INDEX slack_actions_alert ON slack_actions(alert_id)")
+    db.execute(
+        """CREATE TABLE acks (
+            alert_id INTEGER PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL,
+            signature TEXT NOT NULL)"""
+    )
+
+
+def m006_flow_due(db: sqlite_utils.Database) -> None:
     """When each flow's flow-level rules next need judging (ms; NULL: at the next
     cycle), so that a quiet cycle judges only the flows that came due, not every flow;
     and the fingerprint of the rules those times were computed for."""
@@ -102,5 +138,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_initial,
     m002_grouped_messages,
     m003_channel_delivery_state,
-    m004_flow_due,
+    m004_diagnoses,
+    m005_slack_actions,
+    m006_flow_due,
 ]
