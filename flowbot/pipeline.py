@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowbot import alerts, diagnose, slack_hooks
+from flowbot.aep.paging import window_filters
 from flowbot.errors import FlowAPIError, StoreError
 from flowbot.models import FINISHED_STATES, Message, Notice, Run
 from flowbot.outbox import Delivery, Monitoring, deliver
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("flowbot.cycle")
 
 OVERLAP = timedelta(minutes=10)  # re-read this much before the watermark every cycle
-STARTED = "metrics.durationSummary.startedAtUTC"  # the documented time window for runs
 FLOW_REFRESH = timedelta(hours=1)  # full flow metadata refresh, otherwise only flows that ran
 UNFINISHED_HORIZON = timedelta(days=7)  # stop re-reading runs unfinished for longer
 MAX_NOTES = 100  # skipped items logged per cycle (all are counted)
@@ -154,8 +154,7 @@ def fetch(
                 out.flows_changed |= store.upsert_flows(flows, now, on_skip=skip)
         read_unfinished: set[str] = set()
         for start, end in windows:
-            window = [f"{STARTED}>={_ms(start)}"] + ([f"{STARTED}<{_ms(end)}"] if end else [])
-            for runs in client.run_pages(window):
+            for runs in client.run_pages(window_filters(start, end)):
                 out.note(runs, store.upsert_runs(runs, now, on_skip=skip))
                 read_unfinished.update(r.id for r in runs if r.state not in FINISHED_STATES)
         horizon = now - UNFINISHED_HORIZON
@@ -170,10 +169,6 @@ def fetch(
             out.flows_changed |= store.upsert_flows(client.flows_by_ids(unknown), now, on_skip=skip)
     out.api_time = getattr(client, "server_time", None)
     return out
-
-
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
 
 
 def next_watermark(

@@ -16,6 +16,7 @@ from flowbot.aep.paging import (
     chunks,
     pages,
     query,
+    window_filters,
 )
 
 BASE = "https://platform.adobe.io/data/foundation/flowservice"
@@ -137,3 +138,12 @@ def test_query_repeats_property_and_sends_limit_as_text():
     assert urlencode(query(["a==1", "b>2"], "-x", 50), doseq=True) == (
         "property=a%3D%3D1&property=b%3E2&orderby=-x&limit=50"
     )
+
+
+def test_a_read_window_is_the_documented_start_time_filters():
+    from datetime import UTC, datetime
+
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    field = "metrics.durationSummary.startedAtUTC"
+    assert window_filters(start, end) == [f"{field}>=1767225600000", f"{field}<1767225900000"]
+    assert window_filters(start, None) == [f"{field}>=1767225600000"]

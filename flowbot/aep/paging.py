@@ -111,8 +111,18 @@ def query(
     return params
 
 
+STARTED = "metrics.durationSummary.startedAtUTC"  # the documented time window for runs
+
+
 def since_filter(at: datetime) -> str:
-    return f"metrics.durationSummary.startedAtUTC>={int(at.timestamp() * 1000)}"
+    """Runs started at or after `at`."""
+    return f"{STARTED}>={int(at.timestamp() * 1000)}"
+
+
+def window_filters(start: datetime, end: datetime | None) -> list[str]:
+    """Runs started in [start, end); `end` None means up to now."""
+    until = [] if end is None else [f"{STARTED}<{int(end.timestamp() * 1000)}"]
+    return [since_filter(start), *until]
 
 
 def items_of(page: Mapping[str, Any]) -> list[Any]:
