@@ -76,3 +76,22 @@ def load() -> str:
     """The machine's load averages, as text for the report."""
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min), {os.cpu_count()} CPUs"
+
+
+# The rules the cycle benchmarks run (bench.cycle, bench.growth): six rule types, all to a file channel.
+RULES = """
+sandboxes: [prod]
+poll_every: 5m
+lookback: 24h
+channels:
+  audit: {file: alerts.jsonl}
+defaults:
+  channels: [audit]
+rules:
+  - {name: run-failed, type: status, status: [failed], severity: critical}
+  - {name: bad-records, type: failed_records, above: 5%, min_input: 100}
+  - {name: flaky, type: failed_runs, above: 50%, window: 10}
+  - {name: slow, type: duration, above: 2h}
+  - {name: mapping, type: error_code, codes: ["MAPPER-*"]}
+  - {name: missing, type: missing_run, schedule: flow, grace: 2h}
+"""

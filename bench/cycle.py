@@ -28,28 +28,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import WORK, python, size, summary
+from bench.common import RULES, WORK, python, size, summary
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SLOT = timedelta(minutes=5)
 FILLER_BATCH = 50_000
-
-RULES = """
-sandboxes: [prod]
-poll_every: 5m
-lookback: 24h
-channels:
-  audit: {file: alerts.jsonl}
-defaults:
-  channels: [audit]
-rules:
-  - {name: run-failed, type: status, status: [failed], severity: critical}
-  - {name: bad-records, type: failed_records, above: 5%, min_input: 100}
-  - {name: flaky, type: failed_runs, above: 50%, window: 10}
-  - {name: slow, type: duration, above: 2h}
-  - {name: mapping, type: error_code, codes: ["MAPPER-*"]}
-  - {name: daily-missing, type: missing_run, schedule: flow, grace: 2h}
-"""
 
 
 def flow_ids(flows: int) -> list[str]:

@@ -28,24 +28,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.common import ROOT, WORK
-
-RULES = """
-sandboxes: [prod]
-poll_every: 5m
-lookback: 24h
-channels:
-  audit: {file: alerts.jsonl}
-defaults:
-  channels: [audit]
-rules:
-  - {name: run-failed, type: status, status: [failed], severity: critical}
-  - {name: bad-records, type: failed_records, above: 5%, min_input: 100}
-  - {name: flaky, type: failed_runs, above: 50%, window: 10}
-  - {name: slow, type: duration, above: 2h}
-  - {name: mapping, type: error_code, codes: ["MAPPER-*"]}
-  - {name: hourly-missing, type: missing_run, schedule: flow, grace: 2h}
-"""
+from bench.common import ROOT, RULES, WORK
 
 PROBE = """
 import os, resource, sys, time
