@@ -39,13 +39,19 @@ def template_folders(ruleset: RuleSet, env_templates: str | None) -> list[Path]:
 
 
 def template_problems(ruleset: RuleSet, env_templates: str | None) -> list[str]:
-    """Every problem of the templates the rules will render with: the override folder
-    (or the defaults) and each rule's folder as rendering sees it (over the others)."""
+    """Every problem of the user's templates as rendering will see them: the override
+    folder and each rule's folder (over the others). The defaults shipped in
+    flowbot/templates are not trial-rendered here: they are the same for every user and
+    tests/test_render.py checks them, so a rules file without templates of its own is
+    checked without importing the template engine at all."""
+    override = templates_dir(ruleset, env_templates)
+    folders = rule_folders(ruleset)
+    if override is None and not folders:
+        return []
     from flowbot.render import check_templates
 
-    override = templates_dir(ruleset, env_templates)
-    problems = check_templates(override)
-    for folder in rule_folders(ruleset):
+    problems = check_templates(override) if override is not None else []
+    for folder in folders:
         problems += check_templates(override, folder)
     return problems
 
