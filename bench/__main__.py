@@ -279,7 +279,11 @@ NOTES = """\
   built); the reference loop decodes each page with orjson and keeps the ids; the
   `requests` `.json()` loop (stdlib json) is shown beside it.
 - **Start-up**: each command a fresh process, interleaved with a bare `python -c pass`,
-  one unmeasured run of each first.
+  one unmeasured run of each first. flowbot's bytecode is compiled first
+  (`compileall`), as `pip install` does: the checkout is an editable install, and with
+  `PYTHONDONTWRITEBYTECODE` set (as on this machine) every run would otherwise compile
+  flowbot's sources anew. `rules check` reads the example rules.yaml (ten rules, one
+  with a cron, no templates of its own).
 - **Memory over cycles**: one process, dependencies built once, `run_once` with an
   injected clock (the daemon's loop without APScheduler); the database grows through
   the run (runs and messages are kept 30 days), which accounts for part of the RSS.

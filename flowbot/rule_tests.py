@@ -30,59 +30,66 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import pydantic
+from typing import Annotated, Any
 
 from flowbot.errors import ConfigError
 from flowbot.models import Flow, Run
 from flowbot.rules import RuleSet, load_rules
 from flowbot.rules_schema import parse_duration
 from flowbot.rules_yaml import Located, format_path, parse_yaml, read_text
+from flowbot.spec import Before, Length, Problem, Spec, check, key
 
 Key = tuple[str, str]
 
 
-class _Model(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+def _pairs(value: Any) -> Any:
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict) or set(item) != {"rule", "flow"}:
+            raise ValueError(f"each expected alert is {{rule, flow}}, got {item}")
+    return value
 
 
-class Expect(_Model):
-    findings: list[dict[str, str]] | None = None
-    firing: list[dict[str, str]] | None = None
-
-    @pydantic.field_validator("findings", "firing")
-    @classmethod
-    def _pairs(cls, value: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
-        for item in value or []:
-            if set(item) != {"rule", "flow"}:
-                raise ValueError(f"each expected alert is {{rule, flow}}, got {item}")
-        return value
+def _aware(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not a date and time: {value!r}; e.g. 2026-05-01T10:00:00Z") from None
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
-class Step(_Model):
+Pairs = Annotated[list[dict[str, str]], Before(_pairs)]
+
+
+@dataclass(kw_only=True, eq=False)
+class Expect(Spec):
+    findings: Pairs | None = None
+    firing: Pairs | None = None
+
+
+@dataclass(kw_only=True, eq=False)
+class Step(Spec):
     at: str | None = None
-    flows: list[dict[str, Any]] = pydantic.Field(default_factory=list)
-    runs: list[dict[str, Any]] = pydantic.Field(default_factory=list)
+    flows: list[dict[str, Any]] = key(factory=list)
+    runs: list[dict[str, Any]] = key(factory=list)
     expect: Expect = Expect()
 
 
-class Case(_Model):
+@dataclass(kw_only=True, eq=False)
+class Case(Spec):
     name: str
-    at: datetime
-    flows: list[dict[str, Any]] = pydantic.Field(default_factory=list)
-    runs: list[dict[str, Any]] = pydantic.Field(default_factory=list)
-    steps: list[Step] = pydantic.Field(min_length=1)
-
-    @pydantic.field_validator("at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    at: Annotated[datetime, Before(_aware)]
+    flows: list[dict[str, Any]] = key(factory=list)
+    runs: list[dict[str, Any]] = key(factory=list)
+    steps: Annotated[list[Step], Length(min=1)]
 
 
-class TestFile(_Model):
+@dataclass(kw_only=True, eq=False)
+class TestFile(Spec):
     rules: str
-    tests: list[Case] = pydantic.Field(min_length=1)
+    tests: Annotated[list[Case], Length(min=1)]
 
 
 @dataclass
@@ -102,11 +109,8 @@ def run_test_file(path: str | Path) -> list[Outcome]:
     test file or the rules are invalid (not when a test fails)."""
     source = Path(path)
     located, problems = parse_yaml(read_text(source, str(path)), str(path), {})
-    spec = None
-    try:
-        spec = TestFile.model_validate(located.data)
-    except pydantic.ValidationError as exc:
-        problems += [_describe(located, error) for error in exc.errors(include_url=False)]
+    spec, errors = check(TestFile, located.data)
+    problems += [_describe(located, error) for error in errors]
     if problems or spec is None:
         message = problems[0] if len(problems) == 1 else f"{path}: {len(problems)} problems"
         raise ConfigError(message, problems=problems)
@@ -309,10 +313,10 @@ def _diff(
     return "\n".join(lines)
 
 
-def _describe(located: Located, error: Any) -> str:
-    loc = tuple(error["loc"])
-    if error["type"] == "extra_forbidden":
+def _describe(located: Located, error: Problem) -> str:
+    loc = error.loc
+    if error.kind == "unknown_key":
         return f"unknown key '{loc[-1]}' in {format_path(loc[:-1])} ({located.where(loc)})"
-    if error["type"] == "missing":
+    if error.kind == "missing":
         return f"missing key '{loc[-1]}' in {format_path(loc[:-1])} ({located.where(loc[:-1])})"
-    return f"{format_path(loc)}: {error['msg']} ({located.where(loc)})"
+    return f"{format_path(loc)}: {error.message} ({located.where(loc)})"

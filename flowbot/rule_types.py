@@ -21,7 +21,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Literal, TypeAlias, get_args
 
-from flowbot.models import FINISHED_STATES
 from flowbot.rules_parts import Selector
 
 Severity = Literal["info", "warning", "critical"]
@@ -76,6 +75,8 @@ class StatusRule(RunRule):
     def judges_unfinished(self) -> bool:
         """True when the rule names running or waiting statuses: it judges the newest
         run, finished or not (other run-level rules judge the newest finished run)."""
+        from flowbot.models import FINISHED_STATES  # not loaded by `rules check`
+
         return not self.states <= FINISHED_STATES
 
 

@@ -1,6 +1,6 @@
 """rules.yaml → a validated, frozen RuleSet.
 
-The file's shape is described once, by the pydantic models in `rules_schema.py` (which
+The file's shape is described once, by the specs in `rules_schema.py` (which
 also give the published JSON Schema); this module loads the file with places
 (`rules_yaml.py`), validates each part against those models, checks what crosses parts
 (rule names, channel references, paths), and builds plain frozen values:
@@ -8,7 +8,7 @@ also give the published JSON Schema); this module loads the file with places
     load_rules(path) → RuleSet(channels, rules: (Rule, ...), ...)
 
 where each Rule is the frozen value of its type (`rule_types.py`: StatusRule,
-FailedRecordsRule, ...), built from the pydantic model of that type.
+FailedRecordsRule, ...), built from the spec of that type.
 
 Every problem names the file, line, column and key path, and all problems are reported
 together in one ConfigError. Loaded rules never carry runtime state.
@@ -25,11 +25,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import pydantic
-
+from flowbot import spec as specs
 from flowbot.errors import ConfigError
 from flowbot.rule_types import RULE_TYPES, Rule
-from flowbot.rules_messages import PLAIN_MESSAGES, field_names, nearest
+from flowbot.rules_messages import nearest
 from flowbot.rules_parts import (
     AepUi,
     Channel,
@@ -163,32 +162,30 @@ class _Builder:
     def problem(self, path: Path_, message: str) -> None:
         self.problems.append(f"{format_path(path)}: {message} ({self.at(path)})")
 
-    def validate(self, model: type[pydantic.BaseModel], data: Any, path: Path_) -> Any:
-        """`model` validated from `data`, or None after recording its problems."""
-        try:
-            return model.model_validate(data)
-        except pydantic.ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            # A misspelt key also leaves its right spelling missing: say it once.
-            meant = {
-                (*e["loc"][:-1], hint)
-                for e in errors
-                if e["type"] == "extra_forbidden"
-                for hint in nearest(str(e["loc"][-1]), field_names(model, e["loc"][:-1]))
-            }
-            for error in errors:
-                if error["type"] == "missing" and tuple(error["loc"]) in meant:
-                    continue
-                self.problems.append(self.describe(model, error, path))
-            return None
+    def validate(self, model: type[specs.Spec], data: Any, path: Path_) -> Any:
+        """`model` checked from `data`, or None after recording its problems."""
+        value, errors = specs.check(model, data)
+        # A misspelt key also leaves its right spelling missing: say it once.
+        meant = {
+            (*e.loc[:-1], hint)
+            for e in errors
+            if e.kind == "unknown_key"
+            for hint in nearest(str(e.loc[-1]), specs.field_names(model, e.loc[:-1]))
+        }
+        for error in errors:
+            if error.kind == "missing" and error.loc in meant:
+                continue
+            self.problems.append(self.describe(model, error, path))
+        return value
 
-    def describe(self, model: type[pydantic.BaseModel], error: Any, path: Path_) -> str:
-        loc = (*path, *error["loc"])
-        kind = error["type"]
-        if kind == "extra_forbidden":
+    def describe(self, model: type[specs.Spec], error: specs.Problem, path: Path_) -> str:
+        loc = (*path, *error.loc)
+        kind = error.kind
+        given = error.given
+        if kind == "unknown_key":
             key = loc[-1]
             parent = loc[:-1]
-            allowed = field_names(model, error["loc"][:-1])
+            allowed = specs.field_names(model, error.loc[:-1])
             hint = nearest(str(key), allowed)
             where = format_path(parent)
             text = f"unknown key '{key}' in {where} ({self.at(loc)})"
@@ -197,23 +194,21 @@ class _Builder:
             return f"{text}; expected one of: {', '.join(allowed)}"
         if kind == "missing":
             return f"missing key '{loc[-1]}' in {format_path(loc[:-1])} ({self.at(loc[:-1])})"
-        if kind == "list_type" and isinstance(error.get("input"), str):
-            items = ", ".join(p.strip() for p in error["input"].split(",") if p.strip())
+        if kind == "list_type" and isinstance(given, str):
+            items = ", ".join(p.strip() for p in given.split(",") if p.strip())
             return (
                 f"{format_path(loc)}: must be a list, like [{items or 'a, b'}]; "
                 f"a single value is written [{items or 'a'}] too ({self.at(loc)})"
             )
-        message = PLAIN_MESSAGES.get(kind) or str(error["msg"])
-        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        given = error.get("input")
+        message = error.message
         if self._is_secretive(loc) and isinstance(given, str) and given and given in message:
             message = message.replace(repr(given), "(a value from the environment)")
             message = message.replace(given, "(a value from the environment)")
-        if error.get("input") is not None and not self._is_secretive(loc) and kind != "value_error":
-            shown = repr(error["input"])
-            if len(shown) <= 60 and not isinstance(error["input"], dict | list):
+        if given is not None and not self._is_secretive(loc) and kind != "value_error":
+            shown = repr(given)
+            if len(shown) <= 60 and not isinstance(given, dict | list):
                 message = f"{message}, got {shown}"
-        if kind == "string_type" and isinstance(error.get("input"), bool):
+        if kind == "string_type" and isinstance(given, bool):
             message += ' (YAML reads yes/no/on/off as true/false: write it in quotes, "off")'
         return f"{format_path(loc)}: {message} ({self.at(loc)})"
 
@@ -269,7 +264,11 @@ class _Builder:
             warnings=tuple(self.warnings),
             late_arrival=top.late_arrival,
             aep_ui=AepUi(top.aep_ui.org) if top.aep_ui else None,
-            diagnostics=Diagnostics(**top.diagnostics.model_dump()),
+            diagnostics=Diagnostics(
+                enabled=top.diagnostics.enabled,
+                show_values=top.diagnostics.show_values,
+                budget=top.diagnostics.budget,
+            ),
             inhibit=inhibit,
             slack_actions=SlackActions(
                 tuple(top.slack_actions.allow), tuple(top.slack_actions.retry)
@@ -297,7 +296,7 @@ class _Builder:
             out.append(Inhibit(spec.source, tuple(spec.target)))
         return tuple(out)
 
-    def part(self, model: type[pydantic.BaseModel], data: dict[str, Any], key: str) -> Any:
+    def part(self, model: type[specs.Spec], data: dict[str, Any], key: str) -> Any:
         """The optional top-level mapping `key` validated on its own, or None."""
         if data.get(key) is None:
             return None

@@ -1,7 +1,7 @@
-"""The published JSON Schema of rules.yaml, generated from the models of `rules_schema`
+"""The published JSON Schema of rules.yaml, generated from the specs of `rules_schema`
 (the one home of the file's shape) and committed as rules.schema.json.
 
-Two things are added to what pydantic generates: every scalar may also be written with
+Two things are added to what the specs describe: every scalar may also be written with
 `${NAME}` (a number or a boolean only as a whole `${NAME}`), and the cross-part rule that
 a rule without channels needs defaults.channels. What JSON Schema cannot say is listed
 in the schema's description (SCHEMA_CANNOT_SAY).
@@ -10,67 +10,69 @@ in the schema's description (SCHEMA_CANNOT_SAY).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
-
-from pydantic import Field
-from pydantic.json_schema import GenerateJsonSchema
+from typing import Any
 
 from flowbot.rules_schema import (
+    RULE_MODELS,
     SCHEMA_CANNOT_SAY,
     ChannelSpec,
     DefaultsSpec,
-    DurationRule,
-    ErrorCodeRule,
-    FailedRecordsRule,
-    FailedRunsRule,
-    MissingRunRule,
     MonitoringSpec,
     RulesFile,
-    StatusRule,
-    ZeroRecordsRule,
-    _extra,
     _given,
 )
 from flowbot.rules_values import BAD_ENV_REF, ENV_REF, ENV_WHOLE, format_duration
+from flowbot.spec import JsonSchema
 
-AnyRule = Annotated[
-    StatusRule
-    | FailedRecordsRule
-    | FailedRunsRule
-    | MissingRunRule
-    | DurationRule
-    | ErrorCodeRule
-    | ZeroRecordsRule,
-    Field(discriminator="type"),
-]
+# A rule without channels needs defaults.channels.
+_NEEDS_DEFAULT_CHANNELS = {
+    "if": {
+        "not": {
+            "required": ["defaults"],
+            "properties": {"defaults": {"type": "object", **_given("channels")}},
+        }
+    },
+    "then": {"properties": {"rules": {"items": _given("channels")}}},
+}
 
 
-class _RulesFileSchema(RulesFile):
-    model_config = _extra(
-        description=f"rules.yaml of flowbot. ${{NAME}} may stand in any value; {SCHEMA_CANNOT_SAY}.",
-        # A rule without channels needs defaults.channels.
-        if_={
-            "not": {
-                "required": ["defaults"],
-                "properties": {"defaults": {"type": "object", **_given("channels")}},
-            }
-        },
-        then={"properties": {"rules": {"items": _given("channels")}}},
+def _encode_default(value: Any) -> Any:
+    """Duration defaults the way rules.yaml writes them ('5m', not 'PT5M')."""
+    return format_duration(value) if isinstance(value, timedelta) else value
+
+
+def _file_schema() -> dict[str, Any]:
+    """The top level: RulesFile, with the parts it leaves to their own specs (channels,
+    defaults, monitoring, rules) described by those specs."""
+    generator = JsonSchema(_encode_default)
+    schema = generator.object(RulesFile)
+    schema["description"] = (
+        f"rules.yaml of flowbot. ${{NAME}} may stand in any value; {SCHEMA_CANNOT_SAY}."
     )
-
-    channels: dict[str, ChannelSpec] = Field(default_factory=dict)
-    defaults: DefaultsSpec | None = None
-    monitoring: MonitoringSpec | None = None
-    rules: list[AnyRule]
-
-
-class _SchemaGenerator(GenerateJsonSchema):
-    """Shows duration defaults the way rules.yaml writes them ('5m', not 'PT5M')."""
-
-    def encode_default(self, dflt: Any) -> Any:
-        if isinstance(dflt, timedelta):
-            return format_duration(dflt)
-        return super().encode_default(dflt)
+    props = schema["properties"]
+    props["channels"] = {
+        "type": "object",
+        "additionalProperties": generator.ref(ChannelSpec),
+    }
+    props["defaults"] = {"anyOf": [generator.ref(DefaultsSpec), {"type": "null"}], "default": None}
+    props["monitoring"] = {
+        "anyOf": [generator.ref(MonitoringSpec), {"type": "null"}],
+        "default": None,
+    }
+    models = list(RULE_MODELS.values())
+    props["rules"] = {
+        "type": "array",
+        "items": {
+            "oneOf": [generator.ref(m) for m in models],
+            "discriminator": {
+                "propertyName": "type",
+                "mapping": {t: f"#/$defs/{m.__name__}" for t, m in RULE_MODELS.items()},
+            },
+        },
+    }
+    schema.update(_NEEDS_DEFAULT_CHANNELS)
+    schema["$defs"] = dict(sorted(generator.defs.items()))
+    return schema
 
 
 _ENV_DEFS = {
@@ -119,19 +121,9 @@ def _allow_env(node: Any, key: str | None = None) -> Any:
     return out
 
 
-def _rename(node: Any) -> Any:
-    """pydantic takes not_/if_ for the keywords not/if (Python words)."""
-    if isinstance(node, list):
-        return [_rename(item) for item in node]
-    if isinstance(node, dict):
-        return {k.rstrip("_") if k in ("not_", "if_") else k: _rename(v) for k, v in node.items()}
-    return node
-
-
 def rules_file_json_schema() -> dict[str, Any]:
     """The JSON Schema of the whole file."""
-    generated = _RulesFileSchema.model_json_schema(schema_generator=_SchemaGenerator)
-    schema: dict[str, Any] = _allow_env(_rename(generated))
+    schema: dict[str, Any] = _allow_env(_file_schema())
     schema["$defs"].update(_ENV_DEFS)
     schema["title"] = "flowbot rules.yaml"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

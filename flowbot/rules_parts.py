@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
-from flowbot.models import Flow
+if TYPE_CHECKING:  # not imported at run time: `rules check` loads no run model
+    from flowbot.models import Flow
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,31 +1,21 @@
-"""The shape of rules.yaml as pydantic models: one per part, one per rule type.
+"""The shape of rules.yaml as specs (`spec.py`): one per part, one per rule type.
 
-These models only validate what the user wrote (types, units, ranges, which keys go
+These specs only validate what the user wrote (types, units, ranges, which keys go
 together); `rules.py` turns them into the frozen values the rest of flowbot uses, and
 checks what crosses parts (channel and rule references, duplicate names). The same
-models give the published JSON Schema (`flowbot rules schema`, rules.schema.json), which
-accepts exactly what these models accept wherever JSON Schema can say it; what it cannot
+specs give the published JSON Schema (`flowbot rules schema`, rules.schema.json), which
+accepts exactly what these specs accept wherever JSON Schema can say it; what it cannot
 say is listed in SCHEMA_CANNOT_SAY and in the schema's description.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the specs' field types are built once here,
+# not parsed from strings on first use.
 import difflib
 import zoneinfo
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from croniter import CroniterError, croniter
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from typing import Annotated, Any, ClassVar, Literal
 
 from flowbot.channels import KIND_NAMES, KINDS
 from flowbot.rules_parts import Channel
@@ -43,6 +33,7 @@ from flowbot.rules_values import (
     parse_ratio,
     to_bool,
 )
+from flowbot.spec import Before, Length, Schema, Spec, key
 
 __all__ = ["format_duration", "parse_duration", "parse_ratio"]
 
@@ -83,7 +74,7 @@ SlackChannel = Annotated[
     str, Text(r"\S+", 'not a Slack channel: {value}; write it like "#data-ops"')
 ]
 EmailAddress = Annotated[str, Text(_EMAIL, "not an email address")]
-ChannelList = Annotated[list[str], Field(min_length=1)]
+ChannelList = Annotated[list[str], Length(min=1)]
 
 
 def _case_free(word: str) -> str:
@@ -102,13 +93,13 @@ def _status(value: Any) -> Any:
 
 
 _STATUS_PATTERN = r"^\s*(?:" + "|".join(_case_free(s) for s in STATUS_SPELLINGS) + r")\s*(?![\s\S])"
-StatusName = Annotated[
-    str, BeforeValidator(_status), WithJsonSchema({"type": "string", "pattern": _STATUS_PATTERN})
-]
+StatusName = Annotated[str, Before(_status), Schema({"type": "string", "pattern": _STATUS_PATTERN})]
 
 
 def check_cron(expression: str) -> str:
     """`expression` if it is a cron expression that fires; ValueError otherwise."""
+    from croniter import CroniterError, croniter  # only files with a cron pay for it
+
     try:
         valid = croniter.is_valid(expression)
     except (CroniterError, ValueError, TypeError, OverflowError):
@@ -123,10 +114,6 @@ def check_cron(expression: str) -> str:
     if following is None or following - start > CRON_HORIZON:
         raise ValueError(f"cron expression {expression!r} never fires (no such date)")
     return expression
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_zone(name: str | None) -> str | None:
@@ -146,8 +133,13 @@ def _given(key: str) -> dict[str, Any]:
     return {"required": [key], "properties": {key: {"not": {"type": "null"}}}}
 
 
-def _extra(**schema: Any) -> ConfigDict:
-    return ConfigDict(extra="forbid", frozen=True, json_schema_extra=schema)
+def _extra(**schema: Any) -> dict[str, Any]:
+    """JSON Schema keywords of a spec; not_ and if_ stand for not and if."""
+    return {k.rstrip("_") if k in ("not_", "if_") else k: v for k, v in schema.items()}
+
+
+Cron = Annotated[str, Before(lambda value: check_cron(value) if isinstance(value, str) else value)]
+Zone = Annotated[str, Before(lambda value: _check_zone(value) if isinstance(value, str) else value)]
 
 
 def _no_null_keys(schema: dict[str, Any]) -> None:
@@ -165,42 +157,35 @@ def _channel_schema(schema: dict[str, Any]) -> None:
     _no_null_keys(schema)
 
 
-class ChannelSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class ChannelSpec(Spec):
     """A destination: exactly one of the kinds of flowbot.channels, one field each (the
     field gives the value's shape; tests/test_channels.py keeps the two in step)."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra=lambda schema: _channel_schema(schema)
+    schema_extra: ClassVar[Any] = _channel_schema
+
+    slack: SlackChannel | None = key(None, doc='Slack channel for the Web API, e.g. "#data-ops"')
+    webhook: Url | None = key(None, doc="Slack incoming-webhook URL")
+    email: Annotated[OneOrList[EmailAddress], Length(min=1)] | None = key(
+        None, doc="one address or a list"
+    )
+    file: NonBlank | None = key(None, doc="JSONL file, relative to rules.yaml")
+    terminal: Annotated[Literal[True], Before(to_bool)] | None = key(
+        None, doc="print to the terminal"
     )
 
-    slack: SlackChannel | None = Field(
-        None, description='Slack channel for the Web API, e.g. "#data-ops"'
-    )
-    webhook: Url | None = Field(None, description="Slack incoming-webhook URL")
-    email: Annotated[OneOrList[EmailAddress], Field(min_length=1)] | None = Field(
-        None, description="one address or a list"
-    )
-    file: NonBlank | None = Field(None, description="JSONL file, relative to rules.yaml")
-    terminal: Annotated[Literal[True], BeforeValidator(to_bool)] | None = Field(
-        None, description="print to the terminal"
-    )
-
-    @model_validator(mode="before")
     @classmethod
-    def _no_nulls(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            empty = [k for k, v in data.items() if v is None]
-            if empty:
-                raise ValueError(f"{empty[0]} has no value; a channel takes exactly one kind")
+    def before_check(cls, data: dict[str, Any]) -> dict[str, Any]:
+        empty = [k for k, v in data.items() if v is None]
+        if empty:
+            raise ValueError(f"{empty[0]} has no value; a channel takes exactly one kind")
         return data
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ChannelSpec:
+    def cross_check(self) -> None:
         given = [k for k in KIND_NAMES if getattr(self, k)]
         if len(given) != 1:
             found = f"found {', '.join(given)}" if given else "found none"
             raise ValueError(f"a channel takes exactly one of {', '.join(KIND_NAMES)}; {found}")
-        return self
 
     def channel(self, name: str, base: Path) -> Channel:
         """The loaded channel called `name`; a path target is resolved against `base`
@@ -219,16 +204,18 @@ class ChannelSpec(_Model):
         return Channel(name=name, kind=kind.name, target=target)
 
 
-class SelectorSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class SelectorSpec(Spec):
     """Which flows a rule watches; all flows when absent. Keys AND, values OR. Each key
     takes one value or a list."""
 
-    id: OneOrList[FlowId] = Field(default_factory=list, description="flow ids")
-    name: OneOrList[str] = Field(default_factory=list, description="flow name globs, e.g. crm-*")
-    sandbox: OneOrList[SandboxName] = Field(default_factory=list, description="sandbox names")
+    id: OneOrList[FlowId] = key(factory=list, doc="flow ids")
+    name: OneOrList[str] = key(factory=list, doc="flow name globs, e.g. crm-*")
+    sandbox: OneOrList[SandboxName] = key(factory=list, doc="sandbox names")
 
 
-class DefaultsSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class DefaultsSpec(Spec):
     """Values every rule gets unless it sets its own."""
 
     channels: ChannelList | None = None
@@ -237,12 +224,13 @@ class DefaultsSpec(_Model):
     send_resolved: Bool | None = None
 
 
-class MonitoringSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class MonitoringSpec(Spec):
     """The meta-alert about flowbot's own health."""
 
-    channels: list[str] = Field(default_factory=list)
-    after: Duration = Field(timedelta(minutes=15), description="how long degraded before alerting")
-    heartbeat_url: str | None = Field(None, description="URL pinged after each good cycle")
+    channels: list[str] = key(factory=list)
+    after: Duration = key(timedelta(minutes=15), doc="how long degraded before alerting")
+    heartbeat_url: str | None = key(None, doc="URL pinged after each good cycle")
 
 
 RuleName = Annotated[
@@ -253,15 +241,15 @@ RuleName = Annotated[
         minLength=1,
         maxLength=200,
     ),
+    Length(min=1, max=200),
 ]
 
 
-class RuleSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class RuleSpec(Spec):
     """The keys every rule takes."""
 
-    name: Annotated[RuleName, Field(min_length=1, max_length=200)] = Field(
-        description="unique; names the alert"
-    )
+    name: RuleName = key(doc="unique; names the alert")
     type: str
     flows: SelectorSpec | None = None
     severity: Severity | None = None
@@ -269,11 +257,11 @@ class RuleSpec(_Model):
     repeat_after: Duration | None = None
     send_resolved: Bool | None = None
     enabled: Bool = True
-    owner: str | None = Field(None, description='who to mention, e.g. "@data-oncall" or "<@U123>"')
-    template: str | None = Field(None, description="template directory, relative to rules.yaml")
-    runbook: Url | None = Field(None, description="a page about this alert, shown in messages")
-    actions: list[Literal["retry"]] = Field(
-        default_factory=list, description="buttons offered in Slack (retry a failed run)"
+    owner: str | None = key(None, doc='who to mention, e.g. "@data-oncall" or "<@U123>"')
+    template: str | None = key(None, doc="template directory, relative to rules.yaml")
+    runbook: Url | None = key(None, doc="a page about this alert, shown in messages")
+    actions: list[Literal["retry"]] = key(
+        factory=list, doc="buttons offered in Slack (retry a failed run)"
     )
 
     def rule_fields(self) -> dict[str, Any]:
@@ -281,38 +269,41 @@ class RuleSpec(_Model):
         (None for unset ones), and `type`."""
         skip = {"flows", "channels", "template"}
         out: dict[str, Any] = {}
-        for key in type(self).model_fields:
-            if key in skip:
+        for field in fields(self):
+            if field.name in skip:
                 continue
-            value = getattr(self, key)
-            out[key] = tuple(value) if isinstance(value, list) else value
+            value = getattr(self, field.name)
+            out[field.name] = tuple(value) if isinstance(value, list) else value
         return out
 
 
+@dataclass(kw_only=True, eq=False)
 class StatusRule(RuleSpec):
     """A run's status is one of `status` (case-insensitive)."""
 
     type: Literal["status"]
-    status: list[StatusName] = Field(
-        min_length=1, description="failed, success, inProgress, scheduled, processing, waiting"
+    status: Annotated[list[StatusName], Length(min=1)] = key(
+        doc="failed, success, inProgress, scheduled, processing, waiting"
     )
 
 
+@dataclass(kw_only=True, eq=False)
 class FailedRecordsRule(RuleSpec):
     """failedRecordCount / inputRecordCount of one run is above `above`."""
 
     type: Literal["failed_records"]
     above: Ratio
-    min_input: Annotated[int, IntIn(0, 10**15)] = Field(
-        0, description="judge only runs with at least this many inputs"
+    min_input: Annotated[int, IntIn(0, 10**15)] = key(
+        0, doc="judge only runs with at least this many inputs"
     )
 
 
+@dataclass(kw_only=True, eq=False)
 class FailedRunsRule(RuleSpec):
     """Among a flow's last `window` finished runs, the failed share is above `above`;
     or its last `in_a_row` finished runs all failed."""
 
-    model_config = _extra(
+    schema_extra: ClassVar[Any] = _extra(
         oneOf=[_given("above"), _given("in_a_row")],
         not_={"allOf": [_given("in_a_row"), _given("window")]},
     )
@@ -322,13 +313,11 @@ class FailedRunsRule(RuleSpec):
     window: Annotated[int, IntIn(1, 1000)] | None = None
     in_a_row: Annotated[int, IntIn(1, 1000)] | None = None
 
-    @model_validator(mode="after")
-    def _one_measure(self) -> FailedRunsRule:
+    def cross_check(self) -> None:
         if (self.above is None) == (self.in_a_row is None):
             raise ValueError("failed_runs takes either above (with window) or in_a_row, not both")
         if self.in_a_row is not None and self.window is not None:
             raise ValueError("window goes with above; in_a_row counts its own runs")
-        return self
 
     def rule_fields(self) -> dict[str, Any]:
         out = super().rule_fields()
@@ -336,10 +325,11 @@ class FailedRunsRule(RuleSpec):
         return out
 
 
+@dataclass(kw_only=True, eq=False)
 class MissingRunRule(RuleSpec):
     """No run started within the cadence plus `grace`."""
 
-    model_config = _extra(
+    schema_extra: ClassVar[Any] = _extra(
         oneOf=[_given("every"), _given("cron"), _given("schedule")],
         if_=_given("timezone"),
         then=_given("cron"),
@@ -347,23 +337,12 @@ class MissingRunRule(RuleSpec):
 
     type: Literal["missing_run"]
     every: Duration | None = None
-    cron: str | None = Field(None, description='e.g. "0 * * * *"; must fire')
-    timezone: str | None = Field(None, description="for cron; default UTC")
-    schedule: Literal["flow"] | None = Field(None, description="use the flow's scheduleParams")
-    grace: DurationOrZero | None = Field(None, description="default 15m")
+    cron: Cron | None = key(None, doc='e.g. "0 * * * *"; must fire')
+    timezone: Zone | None = key(None, doc="for cron; default UTC")
+    schedule: Literal["flow"] | None = key(None, doc="use the flow's scheduleParams")
+    grace: DurationOrZero | None = key(None, doc="default 15m")
 
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        return None if value is None else check_cron(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        return _check_zone(value)
-
-    @model_validator(mode="after")
-    def _one_cadence(self) -> MissingRunRule:
+    def cross_check(self) -> None:
         given = [k for k in ("every", "cron", "schedule") if getattr(self, k) is not None]
         if not given:
             raise ValueError(
@@ -373,7 +352,6 @@ class MissingRunRule(RuleSpec):
             raise ValueError(f"missing_run takes one cadence, found {' and '.join(given)}")
         if self.timezone is not None and self.cron is None:
             raise ValueError("timezone goes with cron")
-        return self
 
     def rule_fields(self) -> dict[str, Any]:
         out = super().rule_fields()
@@ -383,6 +361,7 @@ class MissingRunRule(RuleSpec):
         return out
 
 
+@dataclass(kw_only=True, eq=False)
 class DurationRule(RuleSpec):
     """A finished run took longer than `above`, or a running one has run longer."""
 
@@ -390,13 +369,15 @@ class DurationRule(RuleSpec):
     above: Duration
 
 
+@dataclass(kw_only=True, eq=False)
 class ErrorCodeRule(RuleSpec):
     """An error code of the run or its activities matches one of the globs."""
 
     type: Literal["error_code"]
-    codes: list[str] = Field(min_length=1, description='globs, e.g. "MAPPER-*"')
+    codes: Annotated[list[str], Length(min=1)] = key(doc='globs, e.g. "MAPPER-*"')
 
 
+@dataclass(kw_only=True, eq=False)
 class ZeroRecordsRule(RuleSpec):
     """A successful run that read no records."""
 
@@ -414,86 +395,71 @@ RULE_MODELS: dict[str, type[RuleSpec]] = {
 }
 
 
-class AepUiSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class AepUiSpec(Spec):
     """What links into the AEP UI need."""
 
     org: Annotated[
         str, Text(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "an org is letters, digits, . _ -")
-    ] = Field(description="the IMS org's short name in experience.adobe.com links")
+    ] = key(doc="the IMS org's short name in experience.adobe.com links")
 
 
-class DiagnosticsSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class DiagnosticsSpec(Spec):
     """Row-level errors of failed runs, read through the Data Access API."""
 
     enabled: Bool = False
-    show_values: Bool = Field(False, description="record values (PII) stay out unless true")
-    budget: Annotated[int, IntIn(0, 1000)] = Field(
-        20, description="diagnostic requests per cycle, at most"
-    )
+    show_values: Bool = key(False, doc="record values (PII) stay out unless true")
+    budget: Annotated[int, IntIn(0, 1000)] = key(20, doc="diagnostic requests per cycle, at most")
 
 
-class InhibitSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class InhibitSpec(Spec):
     """While `source` fires for a flow, the `target` rules are muted for that flow."""
 
-    source: str = Field(description="a rule name")
-    target: list[str] = Field(min_length=1, description="rule names")
+    source: str = key(doc="a rule name")
+    target: Annotated[list[str], Length(min=1)] = key(doc="rule names")
 
 
-class SlackActionsSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class SlackActionsSpec(Spec):
     """Who may press which button (Slack user or user-group ids)."""
 
-    allow: list[SlackId] = Field(default_factory=list, description="may press any button")
-    retry: list[SlackId] = Field(default_factory=list, description="may press Retry")
+    allow: list[SlackId] = key(factory=list, doc="may press any button")
+    retry: list[SlackId] = key(factory=list, doc="may press Retry")
 
 
-class DigestSpec(_Model):
+@dataclass(kw_only=True, eq=False)
+class DigestSpec(Spec):
     """A periodic summary message."""
 
-    cron: str = Field(description='when, e.g. "0 8 * * 1-5"; must fire')
-    timezone: str = Field("UTC", description="for cron")
+    cron: Cron = key(doc='when, e.g. "0 8 * * 1-5"; must fire')
+    timezone: Zone = key("UTC", doc="for cron")
     channels: ChannelList
 
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        return check_cron(value)
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        _check_zone(value)
-        return value
-
-
-class RulesFile(_Model):
+@dataclass(kw_only=True, eq=False)
+class RulesFile(Spec):
     """The top level of rules.yaml. Channels and rules are validated one by one."""
 
-    sandboxes: list[SandboxName] = Field(default_factory=lambda: ["prod"], min_length=1)
+    sandboxes: Annotated[list[SandboxName], Length(min=1)] = key(factory=lambda: ["prod"])
     poll_every: Duration = timedelta(minutes=5)
     lookback: Duration = timedelta(hours=24)
-    late_arrival: DurationOrZero = Field(
-        timedelta(hours=1), description="runs that show up this long after they started are judged"
+    late_arrival: DurationOrZero = key(
+        timedelta(hours=1), doc="runs that show up this long after they started are judged"
     )
-    channels: dict[str, Any] = Field(default_factory=dict)
+    channels: dict[str, Any] = key(factory=dict)
     defaults: Any = None  # DefaultsSpec, validated on its own
     rules: list[Any]
-    group_at: Annotated[int, IntIn(1, 100_000)] = Field(
-        10, description="flows firing one rule before they are grouped"
+    group_at: Annotated[int, IntIn(1, 100_000)] = key(
+        10, doc="flows firing one rule before they are grouped"
     )
-    timezone: str = Field("UTC", description="for times shown in messages")
-    retention: Duration = Field(
-        timedelta(days=30), description="how long runs and messages are kept"
-    )
-    templates: str | None = Field(None, description="template directory, relative to rules.yaml")
+    timezone: Zone = key("UTC", doc="for times shown in messages")
+    retention: Duration = key(timedelta(days=30), doc="how long runs and messages are kept")
+    templates: str | None = key(None, doc="template directory, relative to rules.yaml")
     monitoring: Any = None  # MonitoringSpec, validated on its own
     aep_ui: AepUiSpec | None = None
     diagnostics: DiagnosticsSpec = DiagnosticsSpec()
-    inhibit: list[InhibitSpec] = Field(default_factory=list)
+    inhibit: list[InhibitSpec] = key(factory=list)
     slack_actions: SlackActionsSpec = SlackActionsSpec()
     digest: DigestSpec | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        _check_zone(value)
-        return value

@@ -1,7 +1,7 @@
 """The scalar values of rules.yaml: durations, ratios, whole numbers, booleans, names.
 
 Each kind of value is defined once, as a regular expression or a small parser, and the
-same definition serves the checker (pydantic validators) and the published JSON Schema,
+same definition serves the checker (`spec.Before`) and the published JSON Schema,
 so that the two agree. Patterns are written in the subset that both Python's `re` and
 the ECMAScript dialect of JSON Schema read the same way; they are anchored with
 `anchored()`, whose end (`(?![\\s\\S])`) is the true end of the text in both (`$`
@@ -21,10 +21,8 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
-from annotated_types import Ge, GroupedMetadata, Le
-from pydantic import BeforeValidator, WithJsonSchema
-
 from flowbot.rules_yaml import EnvValue
+from flowbot.spec import Accepts, Before, Group, Range, Schema
 
 # Durations longer than this are refused: ten years is beyond any sensible poll,
 # lookback, repeat or silence, and far inside what timedelta and SQLite can hold.
@@ -151,7 +149,7 @@ def _int(value: Any) -> Any:
         return int(value)
     if isinstance(value, str):
         raise ValueError(f"must be a whole number, got {value!r}")
-    return value  # pydantic takes ints (and 10.0) and refuses the rest
+    return value  # the int check takes ints (and 10.0) and refuses the rest
 
 
 def to_bool(value: Any) -> bool:
@@ -185,18 +183,18 @@ def _string(pattern: str, **extra: Any) -> dict[str, Any]:
 
 Duration = Annotated[
     timedelta,
-    BeforeValidator(_duration),
-    WithJsonSchema(_string(POSITIVE_DURATION_PATTERN, examples=["30s", "15m", "4h"])),
+    Before(_duration),
+    Schema(_string(POSITIVE_DURATION_PATTERN, examples=["30s", "15m", "4h"])),
 ]
 DurationOrZero = Annotated[
     timedelta,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(_string(DURATION_PATTERN, examples=["0s", "15m", "1h"])),
+    Before(parse_duration),
+    Schema(_string(DURATION_PATTERN, examples=["0s", "15m", "1h"])),
 ]
 Ratio = Annotated[
     float,
-    BeforeValidator(parse_ratio),
-    WithJsonSchema(
+    Before(parse_ratio),
+    Schema(
         {
             "anyOf": [
                 _string(RATIO_PERCENT, examples=["5%"]),
@@ -208,7 +206,7 @@ Ratio = Annotated[
 ]
 
 
-class IntIn(GroupedMetadata):
+class IntIn(Group):
     """`Annotated[int, IntIn(low, high)]`: a whole number from `low` to `high` (or one
     taken whole from the environment)."""
 
@@ -216,29 +214,28 @@ class IntIn(GroupedMetadata):
         self.low = low
         self.high = high
 
-    def __iter__(self) -> Iterator[object]:
-        yield BeforeValidator(_int)
-        yield Ge(self.low)
-        yield Le(self.high)
-        yield WithJsonSchema({"type": "integer", "minimum": self.low, "maximum": self.high})
+    def parts(self) -> Iterator[object]:
+        yield Before(_int)
+        yield Range(self.low, self.high)
+        yield Schema({"type": "integer", "minimum": self.low, "maximum": self.high})
 
 
-Bool = Annotated[bool, BeforeValidator(to_bool), WithJsonSchema({"type": "boolean"})]
+Bool = Annotated[bool, Before(to_bool), Schema({"type": "boolean"})]
 
 
-class Text(GroupedMetadata):
+class Text(Group):
     """`Annotated[str, Text(core, explain)]`: a string that must match `core` (whole), e.g.
     Text(r"\\S+", "no spaces"); `schema` adds JSON Schema keywords (which the caller also
-    enforces, e.g. with Field)."""
+    enforces, e.g. with Length)."""
 
     def __init__(self, core: str, explain: str, **schema: Any) -> None:
         self.pattern = anchored(core)
         self.explain = explain
         self.schema = schema
 
-    def __iter__(self) -> Iterator[object]:
-        yield BeforeValidator(_text(self.pattern, self.explain))
-        yield WithJsonSchema(_string(self.pattern, **self.schema))
+    def parts(self) -> Iterator[object]:
+        yield Before(_text(self.pattern, self.explain))
+        yield Schema(_string(self.pattern, **self.schema))
 
 
 if TYPE_CHECKING:
@@ -250,6 +247,4 @@ else:
         a list of T to the type checker, which sees only the value after validation."""
 
         def __class_getitem__(cls, item: Any) -> Any:
-            return Annotated[
-                list[item], BeforeValidator(_str_list, json_schema_input_type=item | list[item])
-            ]
+            return Annotated[list[item], Before(_str_list), Accepts(item | list[item])]

@@ -22,6 +22,7 @@ from flowbot.render import DEFAULT_TEMPLATES, EVENTS, render, render_meta
 from flowbot.rules import load_rules
 from flowbot.rules_schema import ChannelSpec
 from flowbot.settings import Settings
+from flowbot.spec import fields as spec_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -48,7 +49,7 @@ def rules_with(kind: ChannelKind, folder: Path) -> Path:
 
 
 def test_the_rules_shape_has_one_key_per_kind_and_no_other():
-    assert tuple(ChannelSpec.model_fields) == KIND_NAMES
+    assert tuple(spec_fields(ChannelSpec)) == KIND_NAMES
     channel_schema = SCHEMA["$defs"]["ChannelSpec"]
     assert tuple(channel_schema["properties"]) == KIND_NAMES
     assert ", ".join(KIND_NAMES) in channel_schema["description"]

@@ -13,6 +13,8 @@ from flowbot.cli import cli
 from flowbot.models import Flow
 from flowbot.store import Store
 
+ROOT = Path(__file__).resolve().parent.parent
+
 RULES = """\
 channels: {audit: {file: alerts.jsonl}}
 defaults: {channels: [audit]}
@@ -110,7 +112,7 @@ def test_help_loads_no_working_module():
     import subprocess
     import sys
 
-    heavy = ["pydantic", "jinja2", "requests", "sqlite_utils", "apscheduler", "yaml"]
+    heavy = ["jinja2", "requests", "sqlite_utils", "apscheduler", "yaml", "croniter"]
     code = (
         "import sys\nfrom flowbot.cli import cli\n"
         "for args in ([], ['check'], ['rules', 'check'], ['notify', 'preview'], ['silence']):\n"
@@ -118,4 +120,32 @@ def test_help_loads_no_working_module():
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_rules_check_loads_no_engine_it_does_not_need():
+    """`flowbot rules check` of a file without templates of its own loads neither the
+    template engine nor the HTTP, database or scheduler libraries, nor the run models:
+    what keeps it fast to start (bench/results.md measures the time)."""
+    import subprocess
+    import sys
+
+    unwanted = [
+        "jinja2",
+        "requests",
+        "sqlite_utils",
+        "apscheduler",
+        "flowbot.render",
+        "flowbot.models",
+    ]
+    code = (
+        "import sys\nfrom flowbot.cli import cli\n"
+        "try:\n    cli.main(['rules', 'check', 'rules.yaml'], standalone_mode=False)\n"
+        "finally:\n"
+        f"    print(sorted(m for m in {unwanted!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert "rules.yaml: 10 rules" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -1,5 +1,5 @@
 """Every rule type has all its places (CONTRIBUTING.md, "Adding a rule type"): its class
-in the `Rule` union, its pydantic model in RULE_MODELS and the published schema, an
+in the `Rule` union, its spec in RULE_MODELS and the published schema, an
 example in README.md that loads as that class, a judge in evaluate.py and a preview
 sample in notifiers/sample.py. A type with a place missing fails here, by name.
 
@@ -20,10 +20,10 @@ import pytest
 from flowbot.evaluate import check_run, evaluate
 from flowbot.notifiers.sample import failed_run, sample_finding, sample_flow, sample_run
 from flowbot.rule_types import RULE_TYPES, Rule, RunLevelRule, RunRule
-from flowbot.rules import RuleSet, load_rules
-from flowbot.rules_jsonschema import AnyRule
+from flowbot.rules import RuleSet, load_rules, ruleset_json_schema
 from flowbot.rules_parts import Selector
 from flowbot.rules_schema import RULE_MODELS
+from flowbot.spec import hints
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = sorted(RULE_TYPES)
@@ -60,9 +60,10 @@ def test_the_union_and_the_schema_models_name_the_same_types():
 @pytest.mark.parametrize("name", NAMES)
 def test_every_rule_type_has_a_schema_model_in_the_published_schema(name):
     model = RULE_MODELS[name]
-    assert model.model_fields["type"].annotation == Literal[name]
-    published = get_args(get_args(AnyRule)[0])
-    assert model in published, f"{model.__name__} is missing from AnyRule in rules_jsonschema.py"
+    assert hints(model)["type"] == Literal[name]
+    items = ruleset_json_schema()["properties"]["rules"]["items"]
+    assert {"$ref": f"#/$defs/{model.__name__}"} in items["oneOf"]
+    assert items["discriminator"]["mapping"][name] == f"#/$defs/{model.__name__}"
 
 
 @pytest.mark.parametrize("name", NAMES)
