@@ -35,6 +35,7 @@ from flowbot.errors import NotifyError
 from flowbot.models import Message
 from flowbot.settings import redact
 from flowbot.store import ChannelProblem, OutboxRow, Store
+from flowbot.times import utc_minute
 
 if TYPE_CHECKING:
     from flowbot.notifiers import Notifier
@@ -277,7 +278,7 @@ class _Drain:
             log.warning("channel %s delivers again (it refused: %s)", channel, known.problem)
             self._tell(
                 f"flowbot channel {channel} delivers again: it refused messages since "
-                f"{_iso(known.since)} ({known.problem}). Messages refused meanwhile were "
+                f"{utc_minute(known.since)} ({known.problem}). Messages refused meanwhile were "
                 "not sent; `flowbot history` lists them.",
                 known.announced_to,
                 now,
@@ -324,7 +325,3 @@ def _send(notifier: Notifier, outcome: _Outcome, results: queue.Queue[_Outcome])
     except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread as is)
         outcome.error = exc
     results.put(outcome)
-
-
-def _iso(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC")

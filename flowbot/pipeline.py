@@ -35,6 +35,7 @@ from flowbot.models import FINISHED_STATES, Message, Notice, Run
 from flowbot.outbox import Delivery, Monitoring, deliver
 from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
+from flowbot.times import utc_minute
 from flowbot.validate import templates_dir
 from flowbot.windows import plan
 
@@ -452,7 +453,7 @@ def _decide(
     messages = slack_hooks.offer_buttons(messages, ruleset, store, deps.settings)
     if mark.degraded_announced:
         messages += meta_messages(
-            ruleset, f"monitoring recovered for sandbox {sandbox} at {_iso(now)}"
+            ruleset, f"monitoring recovered for sandbox {sandbox} at {utc_minute(now)}"
         )
     at("outbox")
     report.queued = store.enqueue(messages, now)
@@ -643,7 +644,7 @@ def _record_failure(deps: Deps, mark: Watermark, now: datetime, error: str) -> N
     with store.transaction():
         if announce:
             text = (
-                f"monitoring degraded for sandbox {mark.sandbox} since {_iso(failing_since)}: "
+                f"monitoring degraded for sandbox {mark.sandbox} since {utc_minute(failing_since)}: "
                 f"{error}"
             )
             store.enqueue(meta_messages(ruleset, text), now)
@@ -681,10 +682,6 @@ def _history_depth(ruleset: RuleSet) -> int:
 def _request_count(client: FlowClient) -> int:
     """HTTP requests the client has made so far (FlowClient.stats.requests)."""
     return int(getattr(getattr(client, "stats", None), "requests", 0))
-
-
-def _iso(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def build_deps(

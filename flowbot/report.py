@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
+from flowbot.times import utc_minute
 from flowbot.untrusted import cut, one_line
 
 if TYPE_CHECKING:
@@ -193,12 +194,8 @@ def span(delta: timedelta | None) -> str:
     return f"{s}s"
 
 
-def when(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC")
-
-
 def title(report: Report) -> str:
-    return f"flowbot report {when(report.since)} → {when(report.until)}"
+    return f"flowbot report {utc_minute(report.since)} → {utc_minute(report.until)}"
 
 
 def plural(n: int, word: str) -> str:

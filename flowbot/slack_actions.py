@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from flowbot.models import Message, Run
+from flowbot.times import utc_minute
 
 SILENCES = {"silence_1h": timedelta(hours=1), "silence_4h": timedelta(hours=4),
             "silence_1d": timedelta(days=1)}  # fmt: skip
@@ -289,10 +290,6 @@ def parse_command(envelope: str, payload: Any) -> Command | None:
     return replace(base, verb="silence", rule=rule, flow=flow, duration=duration, reason=reason)
 
 
-def when(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC")
-
-
 def clean(text: str, limit: int = 300) -> str:
     """Text from outside (Adobe's refusal, an id) made safe for a Slack message: printable,
     Slack's control characters escaped, at most `limit` characters."""
@@ -314,7 +311,7 @@ def status_text(firing: Sequence[Any], now: datetime) -> str:
         muted = " (muted)" if a.muted else ""
         lines.append(
             f"• #{a.id} *{clean(a.rule, 80)}* · {clean(a.flow_name or a.flow_id, 120)} "
-            f"({clean(a.sandbox, 40)}){muted} · since {when(a.first_seen)} · {a.count}×"
+            f"({clean(a.sandbox, 40)}){muted} · since {utc_minute(a.first_seen)} · {a.count}×"
         )
     if len(rows) > MAX_LINES:
         lines.append(f"… and {len(rows) - MAX_LINES} more (`flowbot history` on the host)")
@@ -329,7 +326,7 @@ def silences_text(silences: Sequence[Any]) -> str:
     for s in silences[:MAX_LINES]:
         lines.append(
             f"• #{s.id} rule {clean(s.rule or '*', 80)} · flow {clean(s.flow or '*', 120)} · "
-            f"until {when(s.expires)} · {clean(s.reason, 200)}"
+            f"until {utc_minute(s.expires)} · {clean(s.reason, 200)}"
         )
     if len(silences) > MAX_LINES:
         lines.append(f"… and {len(silences) - MAX_LINES} more (`flowbot silence list`)")

@@ -28,6 +28,7 @@ from flowbot import slack_actions as sa
 from flowbot.errors import FlowAPIError, StoreError
 from flowbot.store import Store
 from flowbot.store import actions as log_of
+from flowbot.times import utc_minute
 
 log = logging.getLogger("flowbot.slack.actions")
 
@@ -127,7 +128,7 @@ class Handler:
         firing = [a for a in found if a.state == "firing"]
         if not firing:
             resolved = max((a.resolved for a in found if a.resolved), default=None)
-            at = f" at {sa.when(resolved)}" if resolved else ""
+            at = f" at {utc_minute(resolved)}" if resolved else ""
             settle("resolved", "the incident had resolved", lead)
             self._ephemeral(p, f"This incident resolved{at}; nothing was done.")
             return
@@ -141,16 +142,16 @@ class Handler:
                     rule=a.rule, flow=a.flow_id, now=now, expires=until,
                     reason=f"from Slack by {p.user} ({sa.LABELS[p.action]})",
                 )  # fmt: skip
-            status = f"Silenced until {sa.when(until)} by <@{p.user}>"
+            status = f"Silenced until {utc_minute(until)} by <@{p.user}>"
             self._update(p, status, silenced=True)
-            settle("done", f"until {sa.when(until)}", lead)
+            settle("done", f"until {utc_minute(until)}", lead)
         elif p.action == "unsilence":
             ended = 0
             for a in firing:
                 for s in self.store.silences(now):
                     if s.rule == a.rule and s.flow == a.flow_id:
                         ended += self.store.expire_silence(s.id, now)
-            self._update(p, f"Unsilenced by <@{p.user}> at {sa.when(now)}", silenced=False)
+            self._update(p, f"Unsilenced by <@{p.user}> at {utc_minute(now)}", silenced=False)
             settle("done", f"{ended} silence(s) ended", lead)
         else:
             outcome, detail = self._retry(p, firing[0])
@@ -166,7 +167,7 @@ class Handler:
             except (ValueError, TypeError, AttributeError, RecursionError):
                 run = None
             log_of.acknowledge(self.store, a.id, user=p.user, now=now, signature=sa.signature(run))
-        self._update(p, f"Acknowledged by <@{p.user}> at {sa.when(now)}")
+        self._update(p, f"Acknowledged by <@{p.user}> at {utc_minute(now)}")
 
     def _retry(self, p: sa.Press, alert: Any) -> tuple[str, str]:
         from flowbot.aep.parse import parse_run
@@ -305,7 +306,7 @@ class Handler:
         reason = f"{c.reason} (from Slack by {c.user})"
         sid = self.store.add_silence(rule=rule, flow=flow, reason=reason, now=now, expires=until)
         settle("done", f"silence #{sid}")
-        return f"Silence #{sid} until {sa.when(until)}."
+        return f"Silence #{sid} until {utc_minute(until)}."
 
 
 def _offer_in(

@@ -21,6 +21,7 @@ from flowbot.report import span
 from flowbot.store import AlertRow, Silence, Watermark
 from flowbot.store.actions import Ack
 from flowbot.store.views import SHOWN_STATES, FlowFact, RunFact
+from flowbot.times import utc_minute
 from flowbot.untrusted import cut, one_line
 
 PAGE_SIZE = 100  # flows shown per page (the rest: next pages; the counts are whole)
@@ -139,7 +140,7 @@ def cell(run: RunFact) -> Cell:
 
 
 def shown_at(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC") if at else "not started"
+    return utc_minute(at) if at else "not started"
 
 
 def records_of(run: RunFact | None) -> str:
