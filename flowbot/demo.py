@@ -219,7 +219,6 @@ def run_demo(
     shows for the demo database. Returns the number of messages shown."""
     from flowbot.pipeline import build_deps, run_once
     from flowbot.rules import load_rules
-    from flowbot.settings import Secret, Settings
     from flowbot.sim.scenario import demo_scenario
     from flowbot.sim.server import Simulator
     from flowbot.store import Store
@@ -232,15 +231,7 @@ def run_demo(
     shown = 0
     with tempfile.TemporaryDirectory(prefix="flowbot-demo-") as tmp, Simulator(scenario) as sim:
         db = Path(tmp) / "flowbot.db"
-        settings = Settings(
-            api_url=sim.url,
-            ims_url=sim.ims_url,
-            client_id=sim.client_id,
-            client_secret=Secret(sim.client_secret),
-            org_id=sim.org_id,
-            export_url=sim.export_url,
-            db=str(db),
-        )
+        settings = sim.settings(db=str(db))
         store = Store(db)
         try:
             store.migrate()

@@ -11,7 +11,6 @@ from conftest import Clock
 from flowbot.aep.client import Clocks, RetryPolicy
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
-from flowbot.settings import Secret, Settings
 from flowbot.sim.payloads import make_flow, make_run
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.server import Simulator
@@ -55,10 +54,8 @@ class World:
         self.path = tmp_path
         self.sim = sim
         self.clock = Clock(NOW)
-        self.settings = Settings(
-            api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id,
-            client_secret=Secret(sim.client_secret), org_id=sim.org_id,
-            db=str(tmp_path / "flowbot.db"),
+        self.settings = sim.settings(
+                        db=str(tmp_path / "flowbot.db"),
         )  # fmt: skip
         self.ruleset = load_rules(tmp_path / "rules.yaml")
         self.store = Store(self.settings.db)

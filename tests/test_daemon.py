@@ -27,7 +27,6 @@ from flowbot.errors import ConfigError
 from flowbot.outbox import Delivery
 from flowbot.pipeline import CycleReport, build_deps
 from flowbot.rules import load_rules
-from flowbot.settings import Secret, Settings
 from flowbot.sim.payloads import make_flow, make_run
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.server import Simulator
@@ -297,11 +296,7 @@ def beats():
 
 def in_process(tmp_path, sim, rules, clock, client_for=None):
     (tmp_path / "rules.yaml").write_text(rules)
-    settings = Settings(
-        **{"db": str(tmp_path / "flowbot.db"), "rules": str(tmp_path / "rules.yaml")},
-        api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id, org_id=sim.org_id,
-        client_secret=Secret(sim.client_secret),
-    )  # fmt: skip
+    settings = sim.settings(db=str(tmp_path / "flowbot.db"), rules=str(tmp_path / "rules.yaml"))
     ruleset = load_rules(settings.rules)
     deps = build_deps(settings, ruleset, clock=clock)
     if client_for is not None:

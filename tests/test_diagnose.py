@@ -18,7 +18,7 @@ from flowbot.cli import cli
 from flowbot.notifiers import build_notifiers
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
-from flowbot.settings import Secret, Settings
+from flowbot.settings import Secret
 from flowbot.sim.payloads import make_flow, make_run
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.server import Simulator
@@ -57,10 +57,8 @@ class Bed:
     def __init__(self, tmp_path, sim, slack, smtp, clock, show="false", budget=20):
         (tmp_path / "rules.yaml").write_text(RULES.format(show=show, budget=budget))
         self.sim, self.slack, self.smtp, self.clock = sim, slack, smtp, clock
-        self.settings = Settings(
-            api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id,
-            client_secret=Secret(sim.client_secret), org_id=sim.org_id,
-            export_url=sim.export_url, slack_bot_token=Secret("xoxb-diag"),
+        self.settings = sim.settings(
+                        slack_bot_token=Secret("xoxb-diag"),
             slack_api_url=slack.url, smtp_host=smtp.host, smtp_port=smtp.port,
             smtp_starttls=False, db=str(tmp_path / "flowbot.db"),
         )  # fmt: skip

@@ -18,7 +18,7 @@ from flowbot.aep.client import Clocks, Limits, RetryPolicy
 from flowbot.notifiers import build_notifiers
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
-from flowbot.settings import Secret, Settings
+from flowbot.settings import Secret
 from flowbot.sim.payloads import make_flow, make_run
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.server import Simulator
@@ -61,10 +61,8 @@ class Bed:
     def __init__(self, tmp_path, sim, slack, smtp, clock):
         (tmp_path / "rules.yaml").write_text(RULES)
         self.sim, self.slack, self.smtp, self.clock = sim, slack, smtp, clock
-        self.settings = Settings(
-            api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id,
-            client_secret=Secret(sim.client_secret), org_id=sim.org_id,
-            slack_bot_token=Secret(SLACK_TOKEN), slack_api_url=slack.url,
+        self.settings = sim.settings(
+                        slack_bot_token=Secret(SLACK_TOKEN), slack_api_url=slack.url,
             smtp_host=smtp.host, smtp_port=smtp.port, smtp_starttls=False,
             db=str(tmp_path / "flowbot.db"),
         )  # fmt: skip

@@ -303,13 +303,10 @@ rules:
 def _world(tmp_path, sim, clock):
     from flowbot.pipeline import build_deps
     from flowbot.rules import load_rules
-    from flowbot.settings import Secret, Settings
 
     (tmp_path / "rules.yaml").write_text(RULES)
-    settings = Settings(
-        api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id,
-        client_secret=Secret(sim.client_secret), org_id=sim.org_id,
-        db=str(tmp_path / "flowbot.db"),
+    settings = sim.settings(
+                db=str(tmp_path / "flowbot.db"),
     )  # fmt: skip
     return build_deps(settings, load_rules(tmp_path / "rules.yaml"), clock=clock)
 

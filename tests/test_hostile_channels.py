@@ -222,10 +222,8 @@ class Cycle:
         rules = RULES.replace("WEBHOOK", webhook_url).replace("MONITORING", monitoring)
         (tmp_path / "rules.yaml").write_text(rules)
         self.tmp_path, self.sim, self.smtp, self.clock = tmp_path, sim, smtp, clock
-        self.settings = Settings(
-            api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id,
-            client_secret=Secret(sim.client_secret), org_id=sim.org_id,
-            slack_bot_token=Secret(TOKEN), slack_api_url=slack_url,
+        self.settings = sim.settings(
+                        slack_bot_token=Secret(TOKEN), slack_api_url=slack_url,
             smtp_host=smtp.host, smtp_port=smtp.port, smtp_starttls=False,
             db=str(tmp_path / "flowbot.db"),
         )  # fmt: skip

@@ -16,7 +16,7 @@ from servers import slack_server
 from flowbot.notifiers import build_notifiers
 from flowbot.pipeline import build_deps, run_once
 from flowbot.rules import load_rules
-from flowbot.settings import Secret, Settings
+from flowbot.settings import Secret
 from flowbot.sim.payloads import make_flow, make_run
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.server import Simulator
@@ -49,10 +49,8 @@ class World:
         (tmp_path / "rules.yaml").write_text(rules)
         self.path, self.sim, self.slack = tmp_path, sim, slack
         self.clock = Clock(NOW)
-        self.settings = Settings(
-            api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id,
-            client_secret=Secret(sim.client_secret), org_id=sim.org_id,
-            db=str(tmp_path / "flowbot.db"), slack_bot_token=Secret("xoxb-test"),
+        self.settings = sim.settings(
+                        db=str(tmp_path / "flowbot.db"), slack_bot_token=Secret("xoxb-test"),
             slack_api_url=slack.url,
         )  # fmt: skip
         self.ruleset = load_rules(tmp_path / "rules.yaml", environ={})

@@ -66,10 +66,8 @@ class Rig:
         (tmp_path / "rules.yaml").write_text(RULES)
         self.sim, self.slack, self.sock = sim, slack, sock
         self.clock = Clock(NOW)
-        self.settings = Settings(
-            api_url=sim.url, ims_url=sim.ims_url, client_id=sim.client_id,
-            client_secret=Secret(sim.client_secret), org_id=sim.org_id,
-            db=str(tmp_path / "flowbot.db"), slack_bot_token=Secret("xoxb-test"),
+        self.settings = sim.settings(
+                        db=str(tmp_path / "flowbot.db"), slack_bot_token=Secret("xoxb-test"),
             slack_api_url=slack.url, slack_app_token=Secret("xapp-1-test"),
         )  # fmt: skip
         self.ruleset = load_rules(tmp_path / "rules.yaml")

@@ -28,12 +28,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from flowbot.sim.data_access import DataAccessSim
 from flowbot.sim.scenario import Scenario
 from flowbot.sim.world import ListError, World
+
+if TYPE_CHECKING:
+    from flowbot.settings import Settings
 
 IMS_PATH = "/ims/token/v3"
 CLIENT_ID = "sim-client"
@@ -266,6 +269,21 @@ class Simulator:
             "ADOBE_ORG_ID": self.org_id,
             "FLOWBOT_EXPORT_URL": self.export_url,
         }
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings that point flowbot at this simulator (as `environment()` does),
+        with `overrides` (the database, the channels' servers, ...)."""
+        from flowbot.settings import Secret, Settings
+
+        base: dict[str, Any] = {
+            "api_url": self.url,
+            "ims_url": self.ims_url,
+            "client_id": self.client_id,
+            "client_secret": Secret(self.client_secret),
+            "org_id": self.org_id,
+            "export_url": self.export_url,
+        }
+        return Settings(**{**base, **overrides})
 
     @property
     def export_url(self) -> str:
