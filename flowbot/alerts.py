@@ -329,7 +329,7 @@ def plan(changes: Sequence[Change], group_at: int) -> list[Outgoing]:
 
 def _resolutions(changes: list[Change]) -> list[Outgoing]:
     """Every resolution of the cycle as one item, highest severity first: routing splits
-    it per channel by the message each alert was announced in (see pipeline.route)."""
+    it per channel by the message each alert was announced in (see routing.route)."""
     if not changes:
         return []
     items = sorted(

@@ -43,7 +43,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from flowbot import pipeline
+from flowbot import pipeline, routing
 from flowbot.daemon_checks import (
     database_change,
     describe,
@@ -349,7 +349,7 @@ class Daemon:
         """Send a meta-alert straight to the monitoring channels, not through the
         outbox: for when the database itself cannot be trusted (writing through the old
         connection could touch a file that is no longer ours)."""
-        for message in pipeline.meta_messages(self.ruleset, text):
+        for message in routing.meta_messages(self.ruleset, text):
             notifier = self.deps.notifiers.get(message.channel)
             try:
                 if notifier is None:
@@ -453,7 +453,7 @@ class Daemon:
             store = self.deps.store
             try:
                 with store.transaction():
-                    store.enqueue(pipeline.meta_messages(ruleset, text), self.deps.clock())
+                    store.enqueue(routing.meta_messages(ruleset, text), self.deps.clock())
             except FlowbotError as err:
                 log.error("could not queue the rejection notice: %s", err)
 

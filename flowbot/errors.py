@@ -59,3 +59,10 @@ class NotifyError(FlowbotError):
 
 class StoreError(FlowbotError):
     """The database cannot be used: locked by another process, read-only or corrupt."""
+
+
+def reason_of(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line, its type and the start of its text: what a skip,
+    a log line or a meta-alert says of it (never a traceback)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__

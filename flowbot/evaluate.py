@@ -54,6 +54,7 @@ from typing import assert_never
 
 from croniter import croniter
 
+from flowbot.errors import reason_of
 from flowbot.models import Evaluation, Finding, Flow, Run
 from flowbot.rule_types import (
     DurationRule,
@@ -109,7 +110,7 @@ def evaluate(
             try:
                 found, fine = judge(rule, flow, runs, changed_ids, now, cutoff, ruleset)
             except Exception as exc:  # crash-loop guard: one bad rule × flow must not stop the rest
-                reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+                reason = reason_of(exc, 200)
                 log.warning(
                     "rule %s failed on flow %s (newest run %s); skipped: %s",
                     rule.name, flow.id, runs[0].id if runs else None, reason,

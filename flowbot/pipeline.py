@@ -1,7 +1,8 @@
 """One cycle, per sandbox, as ordered stages:
 
     fetch → store → evaluate → alerts (silence, fire/repeat/resolve, group)
-          → route + render → outbox (same transaction as the watermark) → send
+          → route + render (routing.py) → outbox (same transaction as the watermark)
+          → send
 
 `run_cycle` does everything up to the outbox; `outbox.deliver` sends. `check --once`
 and the daemon call the same `run_once`. A cycle that cannot read the API changes
@@ -18,21 +19,20 @@ stays, the error feeds the meta-alert, whose text is built without templates.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowbot import alerts, diagnose, slack_hooks
 from flowbot.aep.paging import window_filters
-from flowbot.errors import FlowAPIError, StoreError
-from flowbot.models import FINISHED_STATES, Message, Notice, Run
+from flowbot.errors import FlowAPIError, StoreError, reason_of
+from flowbot.models import FINISHED_STATES, Run
 from flowbot.outbox import Delivery, Monitoring, deliver
+from flowbot.routing import meta_messages, route
 from flowbot.settings import Settings, redact
 from flowbot.store import Store, Watermark
 from flowbot.times import utc_minute
@@ -186,161 +186,6 @@ def next_watermark(
     return mark if previous is None else max(mark, previous)
 
 
-def route(
-    outgoing: Sequence[alerts.Outgoing],
-    ruleset: RuleSet,
-    alert_ids: Mapping[tuple[str, str], int],
-    templates_dir: Path | None,
-    threads: Store | None = None,
-    link_origins: Sequence[str] = (),
-    on_skip: Callable[[str, str, str], None] | None = None,
-) -> list[Message]:
-    """Each outgoing message × the channels of its rules → rendered Messages; a channel
-    gets the notices of the rules routed to it, in one message. Diagnostic URLs on
-    `link_origins` (the configured API and export URLs) may be links. A message whose
-    rendering raises is sent as the plain fallback text instead, and told to
-    `on_skip("render", what, reason)`; when even that fails it is left out.
-
-    A resolution is split by the thread its alerts were announced in on that channel
-    (a storm's message, an incident's, their own; `threads` tells), replies there, and
-    rewrites that first message only once no alert announced in it still fires.
-    """
-    messages = []
-    for item in outgoing:
-        for channel, pairs in _by_channel(item, ruleset):
-            for batch, update in _by_thread(
-                item, pairs, channel, alert_ids, threads, ruleset.group_at
-            ):
-                message = _message(
-                    item, batch, channel, ruleset, alert_ids, templates_dir, update,
-                    link_origins, on_skip,
-                )  # fmt: skip
-                if message is not None:
-                    messages.append(message)
-    return messages
-
-
-Pair = tuple[Notice, tuple[str, str]]
-
-
-def _by_channel(item: alerts.Outgoing, ruleset: RuleSet) -> list[tuple[str, list[Pair]]]:
-    """The channels of the item's rules, in order, each with the notices routed to it."""
-    out: dict[str, list[Pair]] = {}
-    for notice, key in zip(item.notices, item.keys, strict=True):
-        rule = ruleset.rule(notice.rule)  # None only if the rules changed under the notice
-        for name in rule.channels if rule else ():
-            out.setdefault(name, []).append((notice, key))
-    return list(out.items())
-
-
-def _by_thread(
-    item: alerts.Outgoing,
-    pairs: list[Pair],
-    channel: str,
-    alert_ids: Mapping[tuple[str, str], int],
-    threads: Store | None,
-    group_at: int,
-) -> list[tuple[list[Pair], bool]]:
-    """A resolution's notices in batches, each with whether its thread's first message
-    may be rewritten as resolved (no alert announced in it still fires): by the message
-    they were announced in on this channel; where none is known, `group_at` or more
-    flows of one rule together (a storm), the rest by flow."""
-    if item.event != "resolved":
-        return [(pairs, True)]
-    by_ref: dict[str, tuple[dict[str, str], list[Pair]]] = {}
-    loose: list[Pair] = []
-    for pair in pairs:
-        ref = threads.thread(alert_ids.get(pair[1]), channel) if threads else None
-        if ref is None:
-            loose.append(pair)
-        else:
-            by_ref.setdefault(json.dumps(ref, sort_keys=True), (ref, []))[1].append(pair)
-    batches = [
-        (batch, threads is not None and threads.firing_in_thread(channel, ref) == 0)
-        for ref, batch in by_ref.values()
-    ]
-    return batches + [(b, True) for b in _storms_or_flows(loose, max(group_at, 2))]
-
-
-def _storms_or_flows(pairs: list[Pair], size: int) -> list[list[Pair]]:
-    by_rule: dict[str, list[Pair]] = {}
-    for pair in pairs:
-        by_rule.setdefault(pair[0].rule, []).append(pair)
-    storms = [batch for batch in by_rule.values() if len(batch) >= size]
-    by_flow: dict[str, list[Pair]] = {}
-    for batch in by_rule.values():
-        if len(batch) < size:
-            for pair in batch:
-                by_flow.setdefault(pair[0].flow.id, []).append(pair)
-    return storms + list(by_flow.values())
-
-
-def _message(
-    item: alerts.Outgoing,
-    batch: list[Pair],
-    channel: str,
-    ruleset: RuleSet,
-    alert_ids: Mapping[tuple[str, str], int],
-    templates_dir: Path | None,
-    update: bool,
-    link_origins: Sequence[str] = (),
-    on_skip: Callable[[str, str, str], None] | None = None,
-) -> Message | None:
-    from flowbot.render import fallback_body, render
-
-    notices = tuple(n for n, _ in batch)
-    keys = [k for _, k in batch]
-    kind = ruleset.channels[channel].kind
-    what = f"{item.event} message of rule {notices[0].rule} for {_flows(notices)} to {channel}"
-
-    def fell_back(reason: str) -> None:
-        if on_skip:
-            on_skip("render", what, f"{reason}; sent as plain text")
-
-    lead_rule = ruleset.rule(notices[0].rule)
-    try:
-        body = render(
-            notices,
-            item.event,
-            kind,
-            templates_dir=templates_dir,
-            rule_template=lead_rule.template if lead_rule else None,
-            timezone=ruleset.timezone,
-            link_origins=link_origins,
-            aep_org=ruleset.aep_ui.org if ruleset.aep_ui else "",
-            on_fallback=fell_back,
-        )
-    except Exception as exc:  # anything else about one message must not stop the cycle
-        try:
-            body = fallback_body(notices, item.event, kind)
-        except Exception:
-            if on_skip:
-                on_skip("render", what, f"{_why(exc)}; not sent")
-            return None
-        if on_skip:
-            on_skip("render", what, f"{_why(exc)}; sent as plain text")
-    if not update:
-        body.pop("update", None)  # other alerts of that first message still fire
-    ids = tuple(alert_ids[k] for k in keys if k in alert_ids)
-    lead = item.thread_key if item.thread_key in keys else keys[0]
-    alert_id = None if item.event == "grouped" else alert_ids.get(lead)
-    group = ids if len(ids) > 1 or alert_id is None else ()
-    return Message(channel, kind, item.event, body, alert_id, group)
-
-
-def meta_messages(
-    ruleset: RuleSet, text: str, channels: Sequence[str] | None = None
-) -> list[Message]:
-    """A message about flowbot itself for each monitoring channel (or each of `channels`)."""
-    from flowbot.render import render_meta
-
-    out = []
-    for name in ruleset.monitoring.channels if channels is None else channels:
-        channel = ruleset.channels[name]
-        out.append(Message(name, channel.kind, "meta", render_meta(text, channel.kind)))
-    return out
-
-
 # ------------------------------------------------------------------ the cycle
 
 
@@ -379,7 +224,7 @@ def run_cycle(deps: Deps, sandbox: str) -> CycleReport:
         _fail(deps, mark, now, report, f"{stage[0]} stage: {exc}")
     except Exception as exc:  # any other surprise fails this cycle, not the daemon
         log.debug("cycle %s: the %s stage raised", sandbox, stage[0], exc_info=True)
-        _fail(deps, mark, now, report, f"{stage[0]} stage: {_why(exc)}")
+        _fail(deps, mark, now, report, f"{stage[0]} stage: {reason_of(exc)}")
     finally:
         _log_skips(deps, report)
     report.api_requests = _request_count(client) - requests_before
@@ -539,7 +384,7 @@ def _fail(deps: Deps, mark: Watermark, now: datetime, report: CycleReport, error
     try:
         _record_failure(deps, mark, now, report.error)
     except Exception as exc:  # a broken store must not hide the failure it could not keep
-        reason = str(exc) if isinstance(exc, StoreError) else _why(exc)
+        reason = str(exc) if isinstance(exc, StoreError) else reason_of(exc)
         log.error(
             "cycle for sandbox %s failed (%s), and the failure could not be recorded "
             "(no meta-alert queued): %s", mark.sandbox, report.error, reason,
@@ -593,7 +438,7 @@ def _apply(
         try:
             _apply_one(store, sandbox, change, now, report, ids)
         except (StoreError, ValueError, TypeError, OverflowError) as exc:
-            report.skip("alert", f"alert {change.rule} on flow {change.flow.id}", _why(exc))
+            report.skip("alert", f"alert {change.rule} on flow {change.flow.id}", reason_of(exc))
     return ids
 
 
@@ -655,18 +500,6 @@ def _record_failure(deps: Deps, mark: Watermark, now: datetime, error: str) -> N
             )
         )  # fmt: skip
     log.warning("cycle for sandbox %s failed: %s", mark.sandbox, error)
-
-
-def _why(exc: BaseException) -> str:
-    """An exception as one short line: its type and the start of its text."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
-
-
-def _flows(notices: Sequence[Notice]) -> str:
-    ids = list(dict.fromkeys(n.flow.id for n in notices))
-    more = f" and {len(ids) - 1} more" if len(ids) > 1 else ""
-    return f"flow {ids[0]}{more}"
 
 
 def _full_refresh_due(mark: Watermark, now: datetime) -> bool:
