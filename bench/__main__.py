@@ -323,7 +323,9 @@ takes durations in ms; below a minute is only a warning). A cycle takes longer t
 100 ms here, so the scheduler runs them back to back (APScheduler skips a due run while
 one is in flight: `skipped_runs` counts its warnings). The bench counts the "cycle prod:
 ok" lines of the child's log as they come and, at each mark, reads VmRSS, RssAnon and
-RssFile from /proc/<pid>/status, and the sizes of the database and its WAL. Before the
+RssFile from /proc/<pid>/status, and the sizes of the database and its WAL (the
+database file stays at 0 until the first checkpoint: its pages are in the WAL, which
+SQLite checkpoints at about 4 MB and then reuses). Before the
 start the simulator holds 20 minutes of runs (three every 5 s, 40% failed), so the
 read window (runs started since the watermark less the 10-minute overlap, the watermark
 5 minutes behind the clock: about 500 runs re-read every cycle) is full from the first
