@@ -419,11 +419,11 @@ class Daemon:
         elif old.digest != ruleset.digest:
             self.schedule_digest()
         log.info(
-            "rules reloaded (%s): %d rules, sandboxes %s, every %ss",
+            "rules reloaded (%s): %d rules, sandboxes %s, every %gs",
             reason,
             len(ruleset.rules),
             ", ".join(ruleset.sandboxes),
-            int(ruleset.poll_every.total_seconds()),
+            ruleset.poll_every.total_seconds(),
         )
         for warning in ruleset.warnings:
             log.warning("rules: %s", warning)
@@ -522,10 +522,10 @@ def serve(settings: Settings, ruleset: RuleSet, *, stop_timeout: float = STOP_TI
         daemon.schedule()
         _on_signal(daemon)
         log.info(
-            "flowbot run: %d rules, sandboxes %s, every %ss, database %s",
+            "flowbot run: %d rules, sandboxes %s, every %gs, database %s",
             len(ruleset.rules),
             ", ".join(ruleset.sandboxes),
-            int(ruleset.poll_every.total_seconds()),
+            ruleset.poll_every.total_seconds(),
             settings.db,
         )
         for warning in ruleset.warnings:

@@ -14,6 +14,7 @@ TINY = {
     "BENCH_NEW_RUNS": "6", "BENCH_STORED": "60", "BENCH_STORED_LARGE": "600",
     "BENCH_REPEAT": "2", "BENCH_NAIVE_REPEAT": "1", "BENCH_LATENCY_SAMPLES": "1",
     "BENCH_POLL_SECONDS": "1", "BENCH_STARTUP_RUNS": "2", "BENCH_MEMORY_CYCLES": "12", "BENCH_GROWTH": "60",
+    "BENCH_DAEMON_CYCLES": "30",
 }  # fmt: skip
 
 
@@ -26,7 +27,7 @@ def test_the_bench_runs_on_tiny_sizes_and_writes_every_row(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     figures = [row["figure"] for row in results["table"]]
-    assert len(figures) == 12, figures  # 3 of growth, 2 of start-up
+    assert len(figures) == 13, figures  # 3 of growth, 2 of start-up
     [grown] = results["growth"]["sizes"]
     assert grown["flows"] == 60 and grown["first"]["hwm_mb"] > 0 and grown["quiet"]["code"] == 0
     cycle = results["cycle"]["stored"]
@@ -35,5 +36,9 @@ def test_the_bench_runs_on_tiny_sizes_and_writes_every_row(tmp_path):
     assert cycle["60"]["runs_new"] == 6 and cycle["60"]["requests"] <= 10
     assert results["cycle"]["naive"]["requests"] == 60
     assert results["memory"]["failed_cycles"] == 0
+    daemon = results["daemon_memory"]
+    assert list(daemon["rss_mb_after_cycles"]) == ["10", "30"] and daemon["failed_cycles"] == 0
+    assert any(f.startswith("RSS of `flowbot run` after 30 cycles") for f in figures)
     md = (tmp_path / "results.md").read_text()
     assert "| figure | flowbot |" in md and "kill -9" in md
+    assert "| after cycles | RSS |" in md and "/proc/<pid>/status" in md

@@ -386,6 +386,19 @@ def test_a_reload_reschedules_on_new_sandboxes_and_rejects_a_broken_template(tmp
         bot.deps.store.close()
 
 
+def test_a_reload_logs_a_sub_second_poll_as_it_is_not_as_0s(tmp_path, sim, logged):
+    # poll_every takes ms (the daemon-memory bench polls every 100ms); int() said "every 0s"
+    logged.set_level(logging.INFO, logger="flowbot.daemon")
+    bot = in_process(tmp_path, sim, RULES, Clock(NOW))
+    try:
+        (tmp_path / "rules.yaml").write_text(RULES.replace("poll_every: 1s", "poll_every: 250ms"))
+        assert bot.reload("test") is True
+        assert "sandboxes prod, every 0.25s" in logged.text
+        assert bot.scheduler.get_job("cycle:prod").trigger.interval == timedelta(seconds=0.25)
+    finally:
+        bot.deps.store.close()
+
+
 # ------------------------------------------------------------------ one check, reload storms
 
 OWN_FOLDER_RULE = RULES + "    template: own\n"
