@@ -142,7 +142,7 @@ def parse_yaml(text: str, shown: str, environ: Mapping[str, str]) -> tuple[Locat
         if node is not None and _count_aliases(node) > MAX_ALIASES:
             raise _TooManyAliases()
     except yaml.reader.ReaderError as exc:  # the same, found by libyaml while parsing
-        raise ConfigError(_reader_message(exc, text, shown)) from None
+        raise ConfigError(_reader_message(exc, text, shown, in_bytes=True)) from None
     except _TooManyAliases:
         raise ConfigError(
             f"{shown}: more than {MAX_ALIASES} YAML aliases (*name); refused, "
@@ -163,8 +163,15 @@ def parse_yaml(text: str, shown: str, environ: Mapping[str, str]) -> tuple[Locat
     return located, walker.problems
 
 
-def _reader_message(exc: yaml.reader.ReaderError, text: str, shown: str) -> str:
-    before = text[: exc.position]
+def _reader_message(
+    exc: yaml.reader.ReaderError, text: str, shown: str, in_bytes: bool = False
+) -> str:
+    """The place of a refused character: Python's reader counts characters, libyaml
+    counts the bytes of the UTF-8 text (`in_bytes`)."""
+    if in_bytes:
+        before = text.encode("utf-8")[: exc.position].decode("utf-8", errors="ignore")
+    else:
+        before = text[: exc.position]
     where = f"{shown}:{before.count(chr(10)) + 1}:{len(before.rsplit(chr(10), 1)[-1]) + 1}"
     return f"{where}: invalid YAML: {exc.reason}"
 

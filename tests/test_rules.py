@@ -458,3 +458,9 @@ def test_a_rule_type_is_never_taken_from_the_environment(tmp_path):
     text = MINIMAL.replace("type: status", "type: '${T}'")
     [problem] = problems_of(write(tmp_path, text), {"T": "status"})
     assert problem.startswith("rules[0].type: a rule's type is written out")
+
+
+def test_a_control_character_after_non_ascii_text_is_placed_on_its_own_line(tmp_path):
+    text = "# " + "日本語" * 30 + "\nx: \x01\n" + MINIMAL
+    [problem] = problems_of(write(tmp_path, text))
+    assert problem.endswith(":2:4: invalid YAML: control characters are not allowed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from flowbot.cli import cli
@@ -155,3 +156,12 @@ def test_a_run_in_a_sandbox_the_rules_do_not_watch_never_alerts(tmp_path):
     )
     result = invoke("rules", "test", str(path))
     assert result.exit_code == 1 and "+ got, not expected:  failed @ crm" in result.output
+
+
+@pytest.mark.parametrize("at", ["2024-05-01", "1714564800"])
+def test_a_test_time_may_be_a_date_or_unix_seconds(tmp_path, at):
+    path = write_test(tmp_path, "{findings: [{rule: failed, flow: crm}]}")
+    path.write_text(path.read_text().replace("2024-05-01T12:00:00Z", at))
+    result = invoke("rules", "test", str(path))
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.output
